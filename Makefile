@@ -1,0 +1,78 @@
+# One entry point for everything that proves the collection. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        ?= $(CURDIR)/.venv
+BIN         := $(VENV)/bin
+BUILD       := $(CURDIR)/build
+# ansible-test wants a real copy at ansible_collections/<ns>/<name>; Ansible and Molecule are happy with a link.
+TEST_COPY   := $(BUILD)/test/ansible_collections/nodefleet/pm2
+COLLECTIONS := $(BUILD)/collections
+PYTHON      ?= python3
+DEBIAN_DEPS := debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git
+SCENARIOS   ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+DEMO_FLEET  ?= demo
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_FORCE_COLOR := 0
+export MOLECULE_GLOB := molecule/*/molecule.yml
+
+.PHONY: help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: venv debian-deps collection-link  ## Install everything the tests need (venv + Debian packages)
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+debian-deps:
+	@missing=""; for p in $(DEBIAN_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  pkill -x tinyproxy || true; \
+	fi
+
+collection-link: venv
+	mkdir -p $(COLLECTIONS)/ansible_collections/nodefleet
+	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/nodefleet/pm2
+
+test-copy:
+	rm -rf $(TEST_COPY) && mkdir -p $(TEST_COPY)
+	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(TEST_COPY)
+
+lint: deps  ## ansible-lint, production profile
+	$(BIN)/ansible-lint --profile production
+
+sanity: deps test-copy  ## ansible-test sanity (no ignore entries)
+	@if ls tests/sanity/ignore-*.txt >/dev/null 2>&1; then echo "tests/sanity/ignore-*.txt must not exist" >&2; exit 1; fi
+	cd $(TEST_COPY) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
+
+units: deps test-copy  ## ansible-test units
+	cd $(TEST_COPY) && $(BIN)/ansible-test units --venv --python 3.11 --color no
+
+fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardown)
+	rc=0; $(BIN)/pytest -p no:cacheprovider tests/fleet || rc=$$?; \
+	  if [ $$rc = 5 ]; then echo "fleet-tests: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
+	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s || exit 1; done
+
+test: deps lint sanity units fleet-tests molecule  ## Everything CI runs
+	@echo "make test: all suites passed"
+
+demo: deps  ## Bring up a local 3-host demo fleet and run the example against it
+	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --hosts 3 --group app=$(DEMO_FLEET)-h1,$(DEMO_FLEET)-h2,$(DEMO_FLEET)-h3 \
+	  --inventory $(BUILD)/demo-inventory.yml
+	ANSIBLE_HOST_KEY_CHECKING=False $(BIN)/ansible all -i $(BUILD)/demo-inventory.yml -m ansible.builtin.ping
+
+demo-down:  ## Remove the demo fleet
+	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok

@@ -1,0 +1,320 @@
+#!/usr/bin/python
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pm2_app
+short_description: Manage Node.js applications run by PM2
+version_added: 0.1.0
+description:
+  - Converges one application (O(name)) or several (O(apps)) in one PM2 daemon to the wanted state, with one C(pm2 jlist)
+    per call and the least disruptive PM2 action that reaches it (see the action table in C(docs/modules/pm2_app.md)).
+  - Applications are started from a generated ecosystem JSON file (mode V(0600), removed after use), so arguments and
+    environment values never pass through a shell or the command line.
+  - After an action the module watches the application until every instance is online and stays online for
+    O(settle_time); a crash-looping application fails the task even though PM2 reports success.
+  - Secrets belong in O(env_file), which a small Node.js preload reads at every process start; they never enter PM2's
+    process list, dump file or command lines. O(env) values are visible to anyone who can run C(pm2 jlist).
+author:
+  - Contributors to the nodefleet.pm2 project
+extends_documentation_fragment:
+  - nodefleet.pm2._pm2
+  - nodefleet.pm2._attributes
+  - nodefleet.pm2._attributes.idempotent
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Only C(pm2 jlist) runs; the planned actions and reasons are returned as in a real run.
+  diff_mode:
+    support: full
+    details:
+      - Shows script, cwd, exec mode, namespace, instance count, release and the B(names) of env variables; never env values.
+  idempotent:
+    support: partial
+    details:
+      - V(restarted) and V(reloaded) always act. The other states change nothing when the application already matches.
+options:
+  apps:
+    description:
+      - Several applications to converge in one call, each with the same options as the single-application form.
+      - Mutually exclusive with O(name). Each item needs its own O(apps[].name).
+      - All items are validated and planned before the first PM2 action.
+    type: list
+    elements: dict
+    suboptions: &app_options
+      name:
+        description:
+          - Application name in PM2. Required (at top level unless O(apps) is used, and in every item of O(apps)).
+          - Must match C(^[a-z0-9][a-z0-9.-]*$), must not be purely numeric, not V(all), at most 100 characters and not
+            equal to a PM2 namespace, so PM2 can never read it as an id, an option or a group.
+        type: str
+      state:
+        description:
+          - V(started) ensures the app runs with this configuration (starts, reloads, scales or recreates as needed).
+          - V(present) is like V(started) but leaves an existing stopped app stopped (configuration changes are applied
+            with delete, start and stop).
+          - V(stopped) ensures the app does not run; an app that does not exist stays absent.
+          - V(restarted) and V(reloaded) always restart or reload (and also converge the configuration).
+          - V(absent) deletes the app.
+        type: str
+        default: started
+        choices: [present, started, stopped, restarted, reloaded, absent]
+      script:
+        description:
+          - Script or command to run. Relative paths are taken relative to O(apps[].cwd).
+          - Required to create an app. Without it, an existing app is acted on by name only (start, stop, restart, reload,
+            delete) and no other app option may be set.
+        type: str
+      cwd:
+        description:
+          - Absolute working directory of the app.
+        type: path
+      args:
+        description:
+          - Arguments passed to the script. Passed through the ecosystem file, so values starting with V(-) are safe.
+        type: list
+        elements: str
+      interpreter:
+        description:
+          - Interpreter for the script (PM2 C(interpreter)). Default is chosen by PM2 from the script's extension.
+          - Only Node.js (V(node)) may be used with O(apps[].exec_mode=cluster) or O(apps[].env_file).
+        type: str
+      node_args:
+        description:
+          - Arguments for the Node.js runtime, for example V(--max-old-space-size=512).
+        type: list
+        elements: str
+      instances:
+        description:
+          - Number of processes; a positive integer, V(max) for one per CPU, or a negative integer for all CPUs but that
+            many (at least 1). Default 1.
+          - Changed with C(pm2 scale) without restarting the running processes.
+        type: raw
+      exec_mode:
+        description:
+          - V(fork) or V(cluster) (Node.js cluster, one port shared by all instances, zero-downtime reload).
+        type: str
+        default: fork
+        choices: [fork, cluster]
+      autorestart:
+        description: Restart the app when it exits.
+        type: bool
+      watch:
+        description: V(true) to restart on file changes in O(apps[].cwd), or a list of paths to watch.
+        type: raw
+      ignore_watch:
+        description: Paths or globs not watched.
+        type: list
+        elements: str
+      watch_delay:
+        description: Delay in milliseconds between a file change and the restart.
+        type: int
+      max_memory_restart:
+        description: Restart when memory exceeds this; bytes, or a size like V(500M), V(1G), V(300K).
+        type: raw
+      min_uptime:
+        description:
+          - Time the app must stay up to count as started; milliseconds or a duration like V(10s), V(500ms), V(1m).
+        type: raw
+      max_restarts:
+        description: Unstable restarts (shorter than O(apps[].min_uptime)) before PM2 gives up and marks the app errored.
+        type: int
+      restart_delay:
+        description: Milliseconds to wait before restarting a crashed app.
+        type: int
+      exp_backoff_restart_delay:
+        description: Initial delay in milliseconds of exponential backoff restarts.
+        type: int
+      cron_restart:
+        description: Cron pattern for periodic restarts.
+        type: str
+      kill_timeout:
+        description: Milliseconds between SIGINT and SIGKILL when stopping.
+        type: int
+      wait_ready:
+        description: Wait for the app to send C(process.send('ready')) instead of the C(listening) event.
+        type: bool
+      listen_timeout:
+        description: Milliseconds PM2 waits for C(listening) or C(ready) before considering a reloaded instance up.
+        type: int
+      out_file:
+        description: Standard output log file; relative to O(apps[].cwd) when relative.
+        type: path
+      error_file:
+        description: Standard error log file; relative to O(apps[].cwd) when relative. Its tail is shown when an app fails.
+        type: path
+      log_file:
+        description: Combined log file; relative to O(apps[].cwd) when relative.
+        type: path
+      log_date_format:
+        description: Timestamp format for log lines, for example V(YYYY-MM-DD HH:mm:ss).
+        type: str
+      merge_logs:
+        description: Write all instances of a cluster app to the same log files.
+        type: bool
+      time:
+        description: Prefix log lines with a timestamp.
+        type: bool
+      namespace:
+        description: PM2 namespace of the app. Must differ from every app name.
+        type: str
+      env:
+        description:
+          - Environment variables for the app. B(Not for secrets):the values are stored in clear text in PM2's process list
+            and dump file, readable by anyone who can run C(pm2 jlist) as O(user). Use O(apps[].env_file) for secrets.
+          - Names must match C(^[A-Za-z_][A-Za-z0-9_]*$); the prefix C(NODEFLEET_) is reserved.
+          - Changed or added variables are applied with a reload; a removed variable needs delete and start.
+        type: dict
+      env_file:
+        description:
+          - Path of an env file on the host (C(KEY=VALUE) lines, C(#) comments, optional single or double quotes) loaded into
+            C(process.env) by a Node.js preload at every process start, overriding O(apps[].env).
+          - Must be readable by O(user). Its content never enters PM2's records; a keyed digest of it does, so a change of the
+            content triggers a reload, which also drops variables removed from the file.
+        type: path
+      release_path:
+        description:
+          - Path whose resolved real path identifies the deployed release, typically a C(current) symlink.
+          - When its real path changes, the app is reloaded (the script path behind the symlink is the same).
+          - Defaults to O(apps[].cwd), or the directory of O(apps[].script).
+        type: path
+      settle_time:
+        description:
+          - Milliseconds every instance must stay online, without restarting, after an action before the task succeeds.
+          - Defaults to O(apps[].min_uptime) but at least 1500.
+        type: int
+      ready_timeout:
+        description: Seconds to wait for the app to be online and settled after an action. Default 60.
+        type: int
+  <<: *app_options
+  save:
+    description:
+      - Run C(pm2 save --force) once after any change, so that C(pm2 resurrect) at boot restores the new process list.
+      - The dump files are set to mode V(0600) because PM2 stores O(env) values in them.
+    type: bool
+    default: true
+notes:
+  - Changes that PM2 cannot apply to running processes (script, cwd, exec mode, interpreter, arguments, logs, watch, removed
+    O(env) variables, ...) are applied with C(pm2 delete) and C(pm2 start), which is a short outage for that app.
+  - A fork-mode reload is a restart. Only a cluster app reloads without downtime, and only when it listens quickly or
+    uses O(apps[].wait_ready) with a suitable O(apps[].listen_timeout).
+seealso:
+  - module: nodefleet.pm2.pm2_info
+"""
+
+EXAMPLES = r"""
+---
+- name: Run an API in cluster mode from the current release, secrets from an env file
+  nodefleet.pm2.pm2_app:
+    name: api
+    script: /srv/api/current/dist/main.js
+    cwd: /srv/api/current
+    exec_mode: cluster
+    instances: max
+    wait_ready: true
+    listen_timeout: 10000
+    max_memory_restart: 1G
+    min_uptime: 10s
+    env:
+      NODE_ENV: production
+      PORT: 3000
+    env_file: /srv/api/shared/api.env
+    user: deploy
+  become: true
+
+- name: Converge several apps with one pm2 jlist
+  nodefleet.pm2.pm2_app:
+    user: deploy
+    apps:
+      - name: web
+        script: /srv/web/current/server.js
+        cwd: /srv/web/current
+      - name: worker
+        script: /srv/worker/current/worker.js
+        args: [--queue, default]
+      - name: old-service
+        state: absent
+  become: true
+
+- name: Restart an existing app by name
+  nodefleet.pm2.pm2_app:
+    name: worker
+    state: restarted
+"""
+
+RETURN = r"""
+apps:
+  description: One entry per application, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Application name.
+      type: str
+      sample: api
+    action:
+      description: The actions joined with V(+), or V(none).
+      type: str
+      sample: reload+scale
+    actions:
+      description:
+        - Planned (check mode) or performed actions, among V(start), V(stop), V(restart), V(reload), V(scale), V(recreate)
+          (delete and start) and V(delete).
+      type: list
+      elements: str
+      sample: [reload, scale]
+    reasons:
+      description:
+        - Why; names of changed options (C(env.NAME) for an O(env) variable), V(release), V(env_file_content), V(instances),
+          V(missing), V(status), V(unmanaged) or V(requested). Never values.
+      type: list
+      elements: str
+      sample: [env.LOG_LEVEL, instances]
+    state:
+      description: The requested state.
+      type: str
+      sample: started
+    status:
+      description: Status after the run (V(online), V(stopped), V(absent), ...); the current status in check mode.
+      type: str
+      sample: online
+action:
+  description: The action of the application in the single-application form.
+  returned: when O(name) is used
+  type: str
+  sample: none
+reasons:
+  description: The reasons of the application in the single-application form.
+  returned: when O(name) is used
+  type: list
+  elements: str
+  sample: []
+pm2_calls:
+  description: Number of C(pm2) commands run. A run without change makes exactly one (C(pm2 jlist)).
+  returned: always
+  type: int
+  sample: 1
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import Pm2AppModule, pm2_app_argument_spec
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=pm2_app_argument_spec(),
+        mutually_exclusive=[('name', 'apps')],
+        required_one_of=[('name', 'apps')],
+        supports_check_mode=True,
+    )
+    Pm2AppModule(module).execute()
+
+
+if __name__ == '__main__':
+    main()

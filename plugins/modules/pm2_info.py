@@ -1,0 +1,155 @@
+#!/usr/bin/python
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pm2_info
+short_description: List the applications of a PM2 daemon
+version_added: 0.1.0
+description:
+  - Reads the process list of one PM2 daemon with a single C(pm2 jlist) and returns it grouped by application name.
+  - PM2 modules (such as C(pm2-logrotate)) are left out. Environment values are never returned.
+author:
+  - Contributors to the nodefleet.pm2 project
+extends_documentation_fragment:
+  - nodefleet.pm2._pm2
+  - nodefleet.pm2._attributes
+  - nodefleet.pm2._attributes.info_module
+  - nodefleet.pm2._attributes.idempotent
+attributes:
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Return only this application.
+    type: str
+notes:
+  - C(pm2 jlist) starts the PM2 daemon of O(user) when it is not running.
+seealso:
+  - module: nodefleet.pm2.pm2_app
+"""
+
+EXAMPLES = r"""
+---
+- name: Read the PM2 process list of the deploy user
+  nodefleet.pm2.pm2_info:
+    user: deploy
+  become: true
+  register: pm2
+
+- name: Check that every API instance is online
+  ansible.builtin.assert:
+    that:
+      - pm2.apps.api.instances_online == pm2.apps.api.instances_total
+"""
+
+RETURN = r"""
+apps:
+  description: Applications by name.
+  returned: always
+  type: dict
+  sample:
+    api:
+      name: api
+      instances_online: 2
+      instances_total: 2
+      instances:
+        - {pm_id: 0, pid: 4242, status: online, memory: 52428800, cpu: 0.3, restarts: 0, uptime: 360000}
+        - {pm_id: 1, pid: 4250, status: online, memory: 51380224, cpu: 0.1, restarts: 0, uptime: 359000}
+      exec_mode: cluster
+      script: /srv/api/current/dist/main.js
+      cwd: /srv/api/current
+      release: /srv/api/releases/20250101T000000Z
+      recorded_release: /srv/api/releases/20250101T000000Z
+      managed: true
+      version: 1.4.0
+      namespace: default
+      conflict: false
+  contains:
+    name:
+      description: Application name.
+      type: str
+    instances_online:
+      description: Number of processes with status V(online).
+      type: int
+    instances_total:
+      description: Number of processes with this name.
+      type: int
+    instances:
+      description: One entry per process.
+      type: list
+      elements: dict
+      contains:
+        pm_id:
+          description: PM2 process id.
+          type: int
+        pid:
+          description: OS process id, V(0) when not running.
+          type: int
+        status:
+          description: PM2 status (V(online), V(stopped), V(errored), V(launching), V(waiting restart), ...).
+          type: str
+        memory:
+          description: Resident memory in bytes.
+          type: int
+        cpu:
+          description: CPU usage in percent.
+          type: float
+        restarts:
+          description: Restart count kept by PM2.
+          type: int
+        uptime:
+          description: Milliseconds since the process started; V(0) when not online.
+          type: int
+    exec_mode:
+      description: V(fork) or V(cluster).
+      type: str
+    script:
+      description: Absolute script path as PM2 stores it (symlinks not resolved).
+      type: str
+    cwd:
+      description: Working directory as PM2 stores it.
+      type: str
+    release:
+      description: Real path of O(apps.cwd) resolved on the host now, which shows where a C(current) symlink points.
+      type: str
+    recorded_release:
+      description:
+        - Real path of the release when M(nodefleet.pm2.pm2_app) last started or reloaded the app, V(null) for apps it did
+          not start. Differs from RV(apps.release) after a symlink flip that has not been reloaded yet.
+      type: str
+    managed:
+      description: Whether the app was started by M(nodefleet.pm2.pm2_app).
+      type: bool
+    version:
+      description: Version from the app's nearest C(package.json), as PM2 reports it.
+      type: str
+    namespace:
+      description: PM2 namespace.
+      type: str
+    conflict:
+      description: Whether several processes share the name with different scripts or exec modes.
+      type: bool
+pm2_calls:
+  description: Number of C(pm2) commands run (always 1).
+  returned: always
+  type: int
+  sample: 1
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import Pm2InfoModule, pm2_info_argument_spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=pm2_info_argument_spec(), supports_check_mode=True)
+    Pm2InfoModule(module).execute()
+
+
+if __name__ == '__main__':
+    main()
