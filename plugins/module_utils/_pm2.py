@@ -261,7 +261,7 @@ def normalise_app(params, cpu_count):
         for field in APP_FIELDS:
             if field not in ('name', 'state', 'settle_time', 'ready_timeout', 'exec_mode') and params.get(field) is not None:
                 raise SpecError(field, 'needs script; without script the app is only acted on by name')
-        spec.update(managed=False, settle_time=params.get('settle_time'), ready_timeout=params.get('ready_timeout') or 60)
+        spec.update(managed=False, settle_time=params.get('settle_time') or 1500, ready_timeout=params.get('ready_timeout') or 60)
         return spec
 
     cwd = params.get('cwd')

@@ -164,7 +164,7 @@ options:
         type: str
       env:
         description:
-          - Environment variables for the app. B(Not for secrets):the values are stored in clear text in PM2's process list
+          - Environment variables for the app. B(Not for secrets) - the values are stored in clear text in PM2's process list
             and dump file, readable by anyone who can run C(pm2 jlist) as O(user). Use O(apps[].env_file) for secrets.
           - Names must match C(^[A-Za-z_][A-Za-z0-9_]*$); the prefix C(NODEFLEET_) is reserved.
           - Changed or added variables are applied with a reload; a removed variable needs delete and start.
