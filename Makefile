@@ -5,9 +5,14 @@ SHELL := /bin/bash
 
 VENV        ?= $(CURDIR)/.venv
 BIN         := $(VENV)/bin
+# ansible-test bootstraps pip in each of its venvs with a get-pip.py it downloads from a host outside the
+# registries this project may use; it finds a cached copy first, so we place our stand-in there.
+GET_PIP      = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(shell sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" \
+                 $(VENV)/lib/python3.11/site-packages/ansible_test/_internal/python_requirements.py 2>/dev/null)).py
 BUILD       := $(CURDIR)/build
 # ansible-test wants a real copy at ansible_collections/<ns>/<name>; Ansible and Molecule are happy with a link.
-TEST_COPY   := $(BUILD)/test/ansible_collections/nodefleet/pm2
+# Outside the work tree: inside it, git marks the copy ignored and ansible-test finds no targets.
+TEST_COPY   := $(HOME)/.cache/nodefleet/ansible-test/ansible_collections/nodefleet/pm2
 COLLECTIONS := $(BUILD)/collections
 PYTHON      ?= python3
 DEBIAN_DEPS := debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git
@@ -29,7 +34,6 @@ deps: venv debian-deps collection-link  ## Install everything the tests need (ve
 venv: $(VENV)/.installed
 $(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r tests/requirements.txt
 	touch $@
 
@@ -45,7 +49,9 @@ collection-link: venv
 	mkdir -p $(COLLECTIONS)/ansible_collections/nodefleet
 	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/nodefleet/pm2
 
-test-copy:
+test-copy: venv
+	@test "$(GET_PIP)" != "$(HOME)/.ansible/test/cache/get_pip_.py" || { echo "cannot tell ansible-test's pip version" >&2; exit 1; }
+	mkdir -p $(dir $(GET_PIP)) && cp .ci/ansible-test-get-pip.py $(GET_PIP)
 	rm -rf $(TEST_COPY) && mkdir -p $(TEST_COPY)
 	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(TEST_COPY)
 
