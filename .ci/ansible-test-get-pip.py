@@ -1,14 +1,10 @@
-# Stand-in for the get-pip.py that ansible-test downloads from a host this machine cannot reach. ansible-test
-# runs it inside each new venv with a scrubbed environment (no PIP_CERT), so it names the machine's CA bundle
-# itself when there is one, bootstraps pip from the interpreter's bundled wheel, then installs the pip asked for.
-import ensurepip
-import os
+# Stand-in for the get-pip.py that ansible-test downloads from a host this machine cannot reach (it finds this
+# copy in its cache first; the Makefile puts it there). It bootstraps pip from the interpreter's bundled wheel,
+# then installs the pip asked for with the machine's normal pip configuration (CA bundle, mirrors). ensurepip
+# runs in a subprocess: run in-process it switches pip's configuration files off.
 import subprocess
 import sys
 
-CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
-if os.path.exists(CA_BUNDLE):
-    os.environ.setdefault('PIP_CERT', CA_BUNDLE)
-ensurepip.bootstrap(upgrade=True)
+subprocess.check_call([sys.executable, '-m', 'ensurepip', '--upgrade'])
 args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]
 subprocess.check_call([sys.executable, '-m', 'pip', 'install'] + args)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -36,6 +37,8 @@ PM2_FIELDS = (
     'log_date_format', 'merge_logs', 'time', 'namespace',
 )
 # Module-side options that never reach PM2.
+# A crash 2 s after start still shows 'online' between restarts (pm2-behaviour.md §10): watch longer than that.
+DEFAULT_SETTLE_MS = 3000
 CONTROL_FIELDS = ('name', 'state', 'instances', 'env', 'env_file', 'release_path', 'settle_time', 'ready_timeout')
 APP_FIELDS = PM2_FIELDS + CONTROL_FIELDS
 
@@ -261,7 +264,7 @@ def normalise_app(params, cpu_count):
         for field in APP_FIELDS:
             if field not in ('name', 'state', 'settle_time', 'ready_timeout', 'exec_mode') and params.get(field) is not None:
                 raise SpecError(field, 'needs script; without script the app is only acted on by name')
-        spec.update(managed=False, settle_time=params.get('settle_time') or 1500, ready_timeout=params.get('ready_timeout') or 60)
+        spec.update(managed=False, settle_time=params.get('settle_time') or DEFAULT_SETTLE_MS, ready_timeout=params.get('ready_timeout') or 60)
         return spec
 
     cwd = params.get('cwd')
@@ -350,7 +353,7 @@ def normalise_app(params, cpu_count):
         ready_timeout=params.get('ready_timeout') or 60,
     )
     if settle is None:
-        spec['settle_time'] = max(pm2['min_uptime'] or 0, 1500)
+        spec['settle_time'] = max(pm2['min_uptime'] or 0, DEFAULT_SETTLE_MS)
     return spec
 
 
@@ -543,5 +546,17 @@ class Pm2Runner(object):
                            rc=rc, stdout=out[-2000:], stderr=err[-2000:])
         return out
 
-    def jlist(self):
+    def daemon_running(self):
+        try:
+            with open(os.path.join(self.pm2_home, 'pm2.pid')) as handle:
+                pid = int(handle.read().strip())
+            os.kill(pid, 0)
+        except (IOError, OSError, ValueError) as exc:
+            return getattr(exc, 'errno', None) == errno.EPERM  # alive, owned by another user
+        return True
+
+    def jlist(self, spawn=True):
+        """Every pm2 command starts a daemon where none runs; callers that must not change anything pass spawn=False."""
+        if not spawn and not self.daemon_running():
+            return {}
         return parse_jlist(self.run('jlist'))

@@ -247,7 +247,7 @@ class Pm2AppModule(Pm2Module):
     # ----------------------------------------------------------- main flow
     def _execute(self):
         self.specs = self._normalise()
-        self.actual = self.runner.jlist()
+        self.actual = self.runner.jlist(spawn=not self.module.check_mode)
         namespaces = set(a['namespace'] for a in self.actual.values())
         namespaces.update(s['pm2']['namespace'] for s in self.specs if s['managed'] and s['pm2']['namespace'])
         for spec in self.specs:
@@ -445,7 +445,7 @@ class Pm2InfoModule(Pm2Module):
         if name is not None:
             validate_name(name)
         now_ms = int(time.time() * 1000)
-        for app_name, app in self.runner.jlist().items():
+        for app_name, app in self.runner.jlist(spawn=False).items():
             if name is not None and app_name != name:
                 continue
             instances = [dict(pm_id=i['pm_id'], pid=i['pid'], status=i['status'], memory=i['memory'], cpu=i['cpu'],

@@ -19,7 +19,7 @@ description:
   - Secrets belong in O(env_file), which a small Node.js preload reads at every process start; they never enter PM2's
     process list, dump file or command lines. O(env) values are visible to anyone who can run C(pm2 jlist).
 author:
-  - Contributors to the nodefleet.pm2 project
+  - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
   - nodefleet.pm2._pm2
   - nodefleet.pm2._attributes
@@ -29,6 +29,7 @@ attributes:
     support: full
     details:
       - Only C(pm2 jlist) runs; the planned actions and reasons are returned as in a real run.
+      - Where no PM2 daemon runs yet, check mode does not start one and plans as for an empty process list.
   diff_mode:
     support: full
     details:
@@ -185,7 +186,7 @@ options:
       settle_time:
         description:
           - Milliseconds every instance must stay online, without restarting, after an action before the task succeeds.
-          - Defaults to O(apps[].min_uptime) but at least 1500.
+          - Defaults to O(apps[].min_uptime) but at least 3000: a crash 2 s after start still looks online in between restarts.
         type: int
       ready_timeout:
         description: Seconds to wait for the app to be online and settled after an action. Default 60.

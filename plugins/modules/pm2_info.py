@@ -12,8 +12,9 @@ version_added: 0.1.0
 description:
   - Reads the process list of one PM2 daemon with a single C(pm2 jlist) and returns it grouped by application name.
   - PM2 modules (such as C(pm2-logrotate)) are left out. Environment values are never returned.
+  - Never starts a PM2 daemon (every pm2 command would): where none runs, it reports no applications.
 author:
-  - Contributors to the nodefleet.pm2 project
+  - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
   - nodefleet.pm2._pm2
   - nodefleet.pm2._attributes
@@ -115,7 +116,7 @@ apps:
       description: Working directory as PM2 stores it.
       type: str
     release:
-      description: Real path of O(apps.cwd) resolved on the host now, which shows where a C(current) symlink points.
+      description: Real path of RV(apps.cwd) resolved on the host now, which shows where a C(current) symlink points.
       type: str
     recorded_release:
       description:

@@ -1,0 +1,58 @@
+'use strict';
+// A small app for the test fleet. Behaviour comes from behaviour.json beside this file (per release) and env:
+//   version, startup_delay_ms (slow start), crash (exit soon after start), crash_after_ms, unhealthy (/health 503).
+// GET /health, GET /env (only APP_* and NODEFLEET_* keys, for tests), GET / (pid, release, version, instance).
+// Sends 'ready' after listen (wait_ready) and drains on SIGINT, as docs/zero-downtime.md asks of real apps.
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+
+const here = __dirname;
+const behaviourFile = path.join(here, 'behaviour.json');
+const behaviour = fs.existsSync(behaviourFile) ? JSON.parse(fs.readFileSync(behaviourFile, 'utf8')) : {};
+const port = Number(process.env.PORT || 3000);
+let shuttingDown = false;
+
+if (behaviour.crash) {
+  setTimeout(() => {
+    console.error(`crashing on purpose: release ${behaviour.version} is marked crash`);
+    process.exit(1);
+  }, behaviour.crash_after_ms || 100);
+}
+
+const server = http.createServer((req, res) => {
+  if (shuttingDown) res.setHeader('Connection', 'close');
+  if (req.url === '/health') {
+    res.writeHead(behaviour.unhealthy ? 503 : 200, { 'Content-Type': 'text/plain' });
+    res.end(behaviour.unhealthy ? 'unhealthy\n' : 'ok\n');
+    return;
+  }
+  let body;
+  if (req.url === '/env') {
+    body = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(APP_|NODEFLEET_)/.test(k)));
+  } else {
+    body = {
+      pid: process.pid,
+      release: path.basename(fs.realpathSync(here)),
+      version: behaviour.version || null,
+      instance: process.env.NODE_APP_INSTANCE || null,
+    };
+  }
+  res.writeHead(200, { 'Content-Type': 'application/json' });
+  res.end(JSON.stringify(body) + '\n');
+});
+server.keepAliveTimeout = 2000;
+
+setTimeout(() => {
+  server.listen(port, () => {
+    console.log(`listening on ${port} (release ${behaviour.version || '-'})`);
+    if (process.send) process.send('ready');
+  });
+}, behaviour.startup_delay_ms || 0);
+
+process.on('SIGINT', () => {
+  shuttingDown = true;
+  server.close(() => process.exit(0));
+  server.closeIdleConnections && server.closeIdleConnections();
+  setTimeout(() => process.exit(0), 4000).unref();
+});
