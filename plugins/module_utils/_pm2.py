@@ -46,12 +46,18 @@ APP_FIELDS = PM2_FIELDS + CONTROL_FIELDS
 # It reads the env file named by NODEFLEET_ENV_FILE at every process start, so secrets never enter PM2's
 # records and a reload sees changed and removed variables alike.
 ENV_PRELOAD_JS = r"""'use strict';
-// Managed by nodefleet.pm2 - loads NODEFLEET_ENV_FILE into process.env at process start.
+// Managed by nodefleet.pm2 - loads NODEFLEET_ENV_FILE into the app's environment at every process start.
+// Fork mode: the app's env is already in process.env. Cluster mode: PM2 hands a worker its env as the JSON in
+// process.env.pm2_env and copies it into process.env only after this preload, so the values go into that JSON.
 const fs = require('fs');
-const file = process.env.NODEFLEET_ENV_FILE;
+let packed = null;
+if (process.env.pm2_env) {
+  try { packed = JSON.parse(process.env.pm2_env); } catch (e) { packed = null; }
+}
+const file = process.env.NODEFLEET_ENV_FILE || (packed && (packed.NODEFLEET_ENV_FILE || (packed.env && packed.env.NODEFLEET_ENV_FILE)));
 if (file) {
-  const text = fs.readFileSync(file, 'utf8');
-  for (const raw of text.split(/\r?\n/)) {
+  const values = {};
+  for (const raw of fs.readFileSync(file, 'utf8').split(/\r?\n/)) {
     const line = raw.trim();
     if (!line || line.startsWith('#')) continue;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
@@ -62,7 +68,12 @@ if (file) {
       value = value.slice(1, -1);
       if (q === '"') value = value.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
     }
-    process.env[m[1]] = value;
+    values[m[1]] = value;
+  }
+  Object.assign(process.env, values);
+  if (packed) {
+    Object.assign(packed, values);
+    process.env.pm2_env = JSON.stringify(packed);
   }
 }
 """
