@@ -186,7 +186,7 @@ options:
       settle_time:
         description:
           - Milliseconds every instance must stay online, without restarting, after an action before the task succeeds.
-          - Defaults to O(apps[].min_uptime) but at least 3000: a crash 2 s after start still looks online in between restarts.
+          - Defaults to O(apps[].min_uptime) but at least 3000, because a crash 2 s after start still looks online in between restarts.
         type: int
       ready_timeout:
         description: Seconds to wait for the app to be online and settled after an action. Default 60.

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Reads the process list of one PM2 daemon with a single C(pm2 jlist) and returns it grouped by application name.
   - PM2 modules (such as C(pm2-logrotate)) are left out. Environment values are never returned.
-  - Never starts a PM2 daemon (every pm2 command would): where none runs, it reports no applications.
+  - Never starts a PM2 daemon (every pm2 command would). Where none runs, it reports no applications.
 author:
   - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:

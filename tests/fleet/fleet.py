@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: Contributors to the nodefleet.pm2 project
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -455,7 +454,7 @@ class Fleet:
                 continue
             # Deepest first: a cgroup directory can only be removed once it has no children.
             for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                for _ in range(50):
+                for _attempt in range(50):
                     try:
                         d.rmdir()
                         break

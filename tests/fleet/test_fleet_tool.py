@@ -18,12 +18,12 @@ SUBNET = "192.168.232.0/24"
 
 
 def fleet(*args, name=NAME):
-    return subprocess.run([sys.executable, str(TOOL), "--name", name, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(TOOL), "--name", name, *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def ssh(host, command):
     argv = fleet("ssh", host).stdout.split()
-    return subprocess.run(argv + [command], capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv + [command], capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_processes_run_as_the_app_user(host):
     rows = [line.split(None, 1) for line in host.check_output("ps -eo user=,args=").splitlines()]
     pm2_rows = [(user, args) for user, args in rows if args.startswith("PM2 v") or "/srv/" in args]
     assert len(pm2_rows) >= 2  # the daemon and at least one app
-    assert {user for user, _ in pm2_rows} == {"app"}, pm2_rows
+    assert {row[0] for row in pm2_rows} == {"app"}, pm2_rows
 
 
 def test_secret_from_env_file_reached_the_app_but_no_pm2_record(host):

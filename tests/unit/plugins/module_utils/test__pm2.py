@@ -158,7 +158,7 @@ def test_normalise_defaults(app_dir):
     assert spec['state'] == 'started'
     assert spec['instances'] == 1
     assert spec['pm2']['exec_mode'] == 'fork'
-    assert spec['settle_time'] == 1500
+    assert spec['settle_time'] == 3000  # longer than a crash 2 s after start
     assert spec['ready_timeout'] == 60
     assert spec['release'] == os.path.realpath(str(app_dir))
 
