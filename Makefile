@@ -18,13 +18,16 @@ PYTHON      ?= python3
 DEBIAN_DEPS := debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git
 SCENARIOS   ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 DEMO_FLEET  ?= demo
+# Galaxy is out of reach here; community.general comes out of the Ansible community package on PyPI instead.
+COMMUNITY_PACKAGE := ansible==12.3.0
+COMMUNITY_GENERAL := $(COLLECTIONS)/ansible_collections/community/general/MANIFEST.json
 
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
+.PHONY: bench-noop help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,9 +48,17 @@ debian-deps:
 	  pkill -x tinyproxy || true; \
 	fi
 
-collection-link: venv
+collection-link: venv $(COMMUNITY_GENERAL)
 	mkdir -p $(COLLECTIONS)/ansible_collections/nodefleet
 	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/nodefleet/pm2
+
+$(COMMUNITY_GENERAL): | $(VENV)/.installed
+	rm -rf $(BUILD)/wheels $(dir $(COMMUNITY_GENERAL))
+	$(BIN)/pip download --quiet --no-deps --dest $(BUILD)/wheels "$(COMMUNITY_PACKAGE)"
+	$(BIN)/python -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	  [z.extract(m, sys.argv[2]) for m in z.namelist() if m.startswith("ansible_collections/community/general/")]' \
+	  $(BUILD)/wheels/*.whl $(COLLECTIONS)
+	test -f $@
 
 test-copy: venv
 	@test "$(GET_PIP)" != "$(HOME)/.ansible/test/cache/get_pip_.py" || { echo "cannot tell ansible-test's pip version" >&2; exit 1; }
@@ -82,3 +93,6 @@ demo: deps  ## Bring up a local 3-host demo fleet and run the example against it
 
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
+
+bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
+	$(BIN)/python tests/benchmarks/noop_vs_ping.py

@@ -122,7 +122,8 @@ class Pm2Module(object):
             details = dict(exc.details)
             details['pm2_calls'] = self.runner.calls if self.runner else 0
             details.update(self._result())
-            self.module.fail_json(msg=str(exc), **details)
+            # A failure after an action still changed the host; say so.
+            self.module.fail_json(msg=str(exc), changed=self.changed and not self.check_mode, **details)
         except Exception as exc:  # pylint: disable=broad-except
             self.module.fail_json(msg='unexpected error: %s' % exc, exception=traceback.format_exc())
         self.module.exit_json(**self.result)
@@ -372,6 +373,7 @@ class Pm2AppModule(Pm2Module):
             log_tail.extend(tail(path))
         status = ', '.join('%s:%s' % (i['pm_id'], i['status']) for i in instances) or 'no process'
         restarts = max([i['restart_time'] for i in instances] or [0])
+        self.state_after[name] = why
         raise Pm2Error('app %s %s (status %s, restarts %d); last error log lines:\n%s'
                        % (name, why, status, restarts, '\n'.join(log_tail[-LOG_TAIL_LINES:])),
                        app=name, status=status, restarts=restarts, log_tail=log_tail[-LOG_TAIL_LINES:])

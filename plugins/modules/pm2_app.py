@@ -281,7 +281,7 @@ apps:
       type: str
       sample: started
     status:
-      description: Status after the run (V(online), V(stopped), V(absent), ...); the current status in check mode.
+      description: Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails (V(crashed), V(not online), ...), or the current status in check mode.
       type: str
       sample: online
 action:
