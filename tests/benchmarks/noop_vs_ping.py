@@ -10,6 +10,7 @@ Writes the figures into docs/benchmarks.md between the markers of this benchmark
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,10 @@ def timed(argv) -> float:
 def calls_per_host() -> dict[str, int]:
     out = run([str(BIN / "ansible"), "all", "-i", str(INVENTORY), "-o", "-m", "ansible.builtin.command",
                "-a", "wc -l /var/log/pm2-calls.log"]).stdout
-    return {line.split(" | ")[0]: int(line.rsplit(">>", 1)[1].split()[0]) for line in out.splitlines() if ">>" in line}
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+) \| .*\(stdout\) (\d+) ", out, re.M)}
+    if len(counts) != 3:
+        raise SystemExit(f"could not read the pm2 call log of every host: {out}")
+    return counts
 
 
 def main() -> int:
