@@ -487,10 +487,12 @@ def plan_app(spec, actual, env_digest_value=None):
     recreate, reload_, scale = diff_app(spec, actual, env_digest_value)
     reasons = recreate + reload_ + (['instances'] if scale else [])
     drift = bool(reasons)
-    if state == 'stopped' or (state == 'present' and idle):
-        if drift:
-            return plan(['recreate', 'stop'], reasons)
-        return plan([] if idle or state == 'present' else ['stop'], [] if idle or state == 'present' else ['status'])
+    if state == 'stopped':
+        # Never start what should be stopped (a cron app could run a job): drift waits for the next start.
+        return plan([] if idle else ['stop'], [] if idle else ['status'])
+    if state == 'present' and idle:
+        # PM2 cannot redefine an app without starting it: apply the change, then stop it again.
+        return plan(['recreate', 'stop'] if drift else [], reasons)
     if recreate:
         return plan(['recreate'], reasons)
     if not running:

@@ -185,8 +185,8 @@ def test_states_without_drift(state, status, expected):
 @pytest.mark.parametrize('state, status, expected', [
     ('started', 'stopped', ['recreate']),
     ('present', 'stopped', ['recreate', 'stop']),
-    ('stopped', 'stopped', ['recreate', 'stop']),
-    ('stopped', 'online', ['recreate', 'stop']),
+    ('stopped', 'stopped', []),  # never started just to apply a change
+    ('stopped', 'online', ['stop']),
     ('present', 'online', ['reload']),
     ('reloaded', 'online', ['reload']),
     ('restarted', 'online', ['restart']),
