@@ -83,7 +83,7 @@ fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardo
 molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
 	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s || exit 1; done
 
-test: deps lint sanity units fleet-tests molecule  ## Everything CI runs
+test: deps lint sanity units fleet-tests molecule build-test  ## Everything CI runs
 	@echo "make test: all suites passed"
 
 demo: deps  ## Bring up a local 3-host demo fleet and run the example against it
@@ -96,3 +96,7 @@ demo-down:  ## Remove the demo fleet
 
 bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/noop_vs_ping.py
+
+.PHONY: build-test
+build-test: deps  ## Build the tarball, install it into a clean path, run a playbook with it on a 1-host fleet
+	VENV=$(VENV) tests/build/run.sh
