@@ -66,7 +66,8 @@ if (file) {
     const q = value.charAt(0);
     if ((q === '"' || q === "'") && value.length >= 2 && value.endsWith(q)) {
       value = value.slice(1, -1);
-      if (q === '"') value = value.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+      // One pass, so an escaped backslash followed by n stays a backslash and an n.
+      if (q === '"') value = value.replace(/\\(.)/g, (all, c) => (c === 'n' ? '\n' : c));
     }
     values[m[1]] = value;
   }
