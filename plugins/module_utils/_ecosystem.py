@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - yaml ships with ansible-core on the co
     yaml = None
     HAS_YAML = False
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import ENV_KEY_RE, NAME_RE, NODE_INTERPRETERS
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import ENV_KEY_RE, NODE_INTERPRETERS
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import APP_OPTIONS
 
 

@@ -58,7 +58,8 @@ options:
           - V(started) ensures the app runs with this configuration (starts, reloads, scales or recreates as needed).
           - V(present) is like V(started) but leaves an existing stopped app stopped (configuration changes are applied
             with delete, start and stop).
-          - V(stopped) ensures the app does not run; an app that does not exist stays absent. It never starts an app, not even to apply a changed configuration, which is applied at the next V(started).
+          - V(stopped) ensures the app does not run; an app that does not exist stays absent. It never starts an app,
+            not even to apply a changed configuration, which is applied at the next V(started).
           - V(restarted) and V(reloaded) always restart or reload (and also converge the configuration).
           - V(absent) deletes the app.
         type: str
@@ -281,7 +282,9 @@ apps:
       type: str
       sample: started
     status:
-      description: Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails (V(crashed), V(not online), ...), or the current status in check mode.
+      description:
+        - Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails
+          (V(crashed), V(not online), ...), or the current status in check mode.
       type: str
       sample: online
 action:

@@ -77,8 +77,8 @@ options:
     default: app
   health:
     description:
-      - Health check written for every app (C(pm2_deploy_apps[].health)), for example V({port: 3000, path: /ready}).
-      - Default an HTTP check of C(/health) on the app's C(PORT), or V({command: "true"}) for an app without C(PORT).
+      - Health check written for every app (C(pm2_deploy_apps[].health)), for example C(port=3000) and C(path=/ready).
+      - "Default: an HTTP check of C(/health) on the app's C(PORT), or a C(command) check running C(true) for an app without C(PORT)."
     type: dict
   secret_names:
     description: Env names always treated as secrets, in addition to the detection.

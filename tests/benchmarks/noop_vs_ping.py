@@ -55,7 +55,7 @@ def main() -> int:
         run(playbook + [str(HERE / "noop_run.yml")])  # warm: SSH control sockets, daemon, caches
         ping = [str(BIN / "ansible"), "all", "-i", str(INVENTORY), "-m", "ansible.builtin.ping"]
         pings, noops, per_host = [], [], {}
-        for _ in range(ROUNDS):  # interleaved, so load on the machine hits both alike
+        for _round in range(ROUNDS):  # interleaved, so load on the machine hits both alike
             pings.append(timed(ping))
             before = calls_per_host()
             noops.append(timed(playbook + [str(HERE / "noop_run.yml")]))

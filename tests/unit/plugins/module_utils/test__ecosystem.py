@@ -320,8 +320,8 @@ def test_esm_in_a_js_file():
 @needs_node
 def test_evaluation_is_sandboxed():
     config = eco.load_ecosystem(fixture('hostile.config.js'))
-    assert config['tries'] == {k: 'blocked' for k in ('fs_write', 'fs_write_tmp', 'fs_read_etc', 'child_process', 'net', 'http',
-                                                        'https', 'dns', 'fetch', 'eval')}
+    tries = ('fs_write', 'fs_write_tmp', 'fs_read_etc', 'child_process', 'net', 'http', 'https', 'dns', 'fetch', 'eval')
+    assert config['tries'] == {k: 'blocked' for k in tries}
     assert not os.path.exists(fixture('hostile-was-here.txt'))
     env = config['apps'][0]['env']
     assert env['CWD'].startswith(os.path.join(os.path.realpath(os.environ.get('TMPDIR', '/tmp')), 'nodefleet-pm2-import-'))
