@@ -209,7 +209,7 @@ class Fleet:
             unknown = sorted(set(members) - set(hosts))
             if unknown:
                 raise FleetError(f"group {group!r} names hosts that are not in the fleet: {', '.join(unknown)}")
-        net = validate_subnet(subnet, len(hosts))
+        net = free_subnet() if subnet == "auto" else validate_subnet(subnet, len(hosts))
         if Path(f"/sys/class/net/{self.bridge}").exists():
             raise FleetError(f"interface {self.bridge} already exists; another fleet or a leftover uses this name")
         taken = set(run(["ip", "netns", "list"]).stdout.split())
@@ -543,6 +543,19 @@ def unmount(path: Path) -> None:
             run(["umount", "-l", str(path)], check=False)
 
 
+AUTO_SUBNETS = [f"192.168.{third}.0/24" for third in range(150, 240)]
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """The first /24 of AUTO_SUBNETS that no interface uses (up runs under fleet_lock, so two fleets never race)."""
+    for candidate in AUTO_SUBNETS:
+        try:
+            return validate_subnet(candidate, 1)
+        except FleetError:
+            continue
+    raise FleetError(f"no free subnet left in {AUTO_SUBNETS[0]} .. {AUTO_SUBNETS[-1]}; pass --subnet")
+
+
 def children(pid: int | None) -> list[int]:
     if not pid:
         return []
@@ -618,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="create and boot the hosts")
     p_up.add_argument("--hosts", type=int, default=3, help="host count when --host-names is not given (default 3)")
     p_up.add_argument("--host-names", help="comma-separated host names (default NAME-h1..NAME-hN)")
-    p_up.add_argument("--subnet", default="192.168.213.0/24", help="private IPv4 subnet for the bridge")
+    p_up.add_argument("--subnet", default="192.168.213.0/24",
+                      help="private IPv4 subnet for the bridge, or 'auto' for the first free /24 in 192.168.150-239")
     p_up.add_argument("--node", choices=["bind", "none"], default="bind",
                       help="bind: the controller's Node.js + npm read-only into each host (fast); none: leave Node to the roles")
     p_up.add_argument("--group", action="append", default=[], help="inventory group NAME=host1,host2 (repeatable)")

@@ -65,6 +65,17 @@ def test_up_while_up_is_refused(two_hosts):
     assert all(h["running"] for h in status()["hosts"].values())
 
 
+def test_auto_subnet_picks_one_no_interface_uses(two_hosts):
+    up = fleet("up", "--host-names", "gamma", "--subnet", "auto", "--node", "none", name="pyauto")
+    try:
+        assert up.returncode == 0, up.stderr
+        subnet = json.loads(fleet("status", "--json", name="pyauto").stdout)["subnet"]
+        assert subnet.startswith("192.168.") and subnet != SUBNET
+    finally:
+        fleet("down", "--missing-ok", name="pyauto")
+    assert fleet("leftovers", name="pyauto").stdout.strip() == "none"
+
+
 def test_down_with_nothing_up_says_so():
     result = fleet("down", name="pynothing")
     assert result.returncode == 2
