@@ -27,7 +27,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: bench-noop help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
+.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -86,13 +86,21 @@ molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
 test: deps lint sanity units fleet-tests molecule build-test  ## Everything CI runs
 	@echo "make test: all suites passed"
 
-demo: deps  ## Bring up a local 3-host demo fleet and run the example against it
-	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --hosts 3 --group app=$(DEMO_FLEET)-h1,$(DEMO_FLEET)-h2,$(DEMO_FLEET)-h3 \
-	  --inventory $(BUILD)/demo-inventory.yml
-	ANSIBLE_HOST_KEY_CHECKING=False $(BIN)/ansible all -i $(BUILD)/demo-inventory.yml -m ansible.builtin.ping
+demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/example to it, print the status table
+	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --host-names prod-h1,prod-h2,prod-h3,staging-h1,lb-h1 \
+	  --group prod=prod-h1,prod-h2,prod-h3 --group staging=staging-h1 --group lb=lb-h1 --inventory $(BUILD)/demo-inventory.yml
+	export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/docs/example/vault-password.txt; \
+	  inv="-i $(BUILD)/demo-inventory.yml -i docs/example/inventory"; \
+	  $(BIN)/ansible-playbook $$inv docs/example/site.yml && \
+	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.deploy -l prod && \
+	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.deploy -l staging && \
+	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.status -e pm2_deploy_status_json=$(BUILD)/demo-status.json
 
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
+
+bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
+	$(BIN)/python tests/benchmarks/deploy_scale.py
 
 bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/noop_vs_ping.py

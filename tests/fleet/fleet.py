@@ -42,7 +42,8 @@ HOST_DEPS = {  # command -> Debian package that provides it
 MAX_HOSTS = 24
 PROXY_PORT = 8888
 HOSTNAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-FLEET_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+# veth names are nf<name>v<index> and interface names stop at 15 characters: 10 for the name at most.
+FLEET_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 CACHE_DIR = Path(os.environ.get("NODEFLEET_CACHE", Path.home() / ".cache" / "nodefleet"))
 RUN_DIR = Path(os.environ.get("NODEFLEET_RUN", "/run/nodefleet"))
 CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]

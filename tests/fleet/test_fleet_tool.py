@@ -58,6 +58,12 @@ def test_bad_input_is_refused_and_changes_nothing(two_hosts, args, message):
     assert status() == before
 
 
+def test_fleet_name_too_long_for_interface_names():
+    result = fleet("up", "--hosts", "1", name="elevenchars")
+    assert result.returncode == 2
+    assert "must match" in result.stderr
+
+
 def test_up_while_up_is_refused(two_hosts):
     again = fleet("up", "--host-names", "alpha,beta", "--subnet", "192.168.233.0/24")
     assert again.returncode == 2

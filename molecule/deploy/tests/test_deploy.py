@@ -1,0 +1,52 @@
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""After side_effect: v2 everywhere, the topology kept, the load summaries clean, one build per release."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("prod")
+
+
+def test_current_is_a_release_and_the_app_runs_v2(host):
+    target = host.check_output("readlink /srv/shop/current")
+    assert target.startswith("releases/")
+    reply = json.loads(host.check_output("curl -fsS http://127.0.0.1:31000/"))
+    assert reply["version"] == "2.0.0"
+    assert reply["release"] == target.split("/")[1]
+
+
+def test_topology_singletons(host):
+    apps = json.loads(host.check_output("runuser -u app -- env PM2_HOME=/home/app/.pm2 pm2 jlist"))
+    by_name = {}
+    for proc in apps:
+        by_name.setdefault(proc["name"], []).append(proc)
+    assert len(by_name["api"]) == 2
+    assert [p["pm2_env"]["exec_mode"] for p in by_name["device"]] == ["fork_mode"]
+    assert ("billing" in by_name) is (host.backend.get_hostname() == "node1")
+
+
+def test_no_lock_left(host):
+    assert host.run("ls /var/lib/nodefleet/deploy-locks/*.lock").rc != 0
+
+
+def test_load_through_the_lb_lost_nothing():
+    for name in ("deploy", "rollback"):
+        summary = json.loads((EPHEMERAL / f"load-{name}.json").read_text())
+        for app in ("api", "device"):
+            assert summary["targets"][app]["requests"] > 200
+            assert summary["targets"][app]["failed"] == 0
+            assert summary["targets"][app]["hung"] == 0
+
+
+def test_one_build_per_release():
+    builds = (EPHEMERAL / "build" / "builds.log").read_text().splitlines()
+    assert len(builds) == len({line.split()[1] for line in builds}) == 2
