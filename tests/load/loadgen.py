@@ -9,7 +9,8 @@ python3 tests/load/loadgen.py --allow-subnet 192.168.213.0/24 --target api=192.1
 Per target, half the workers keep one connection alive, half open a new connection per request. A request is
 failed on a socket error or a non-2xx reply, hung when it takes longer than --hang-after seconds (1 s).
 Each target gets --rate requests per second (default 200). Hard caps: duration <= 600 s, requests <= 500,000,
-workers <= 64; targets must lie in --allow-subnet, a private subnet no larger than /16. Stops at --duration, at --max-requests, or as soon as --stop-file exists.
+workers <= 64; targets must lie in --allow-subnet, a private subnet no larger than /16. Stops at --duration, at
+--max-requests, or as soon as --stop-file exists.
 Stdlib only.
 """
 
