@@ -91,9 +91,10 @@ demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/exampl
 	  --group prod=prod-h1,prod-h2,prod-h3 --group staging=staging-h1 --group lb=lb-h1 --inventory $(BUILD)/demo-inventory.yml
 	export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/docs/example/vault-password.txt; \
 	  inv="-i $(BUILD)/demo-inventory.yml -i docs/example/inventory"; \
+	  src="-e pm2_deploy_source_path=$(CURDIR)/docs/example/app"; \
 	  $(BIN)/ansible-playbook $$inv docs/example/site.yml && \
-	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.deploy -l prod && \
-	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.deploy -l staging && \
+	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l prod && \
+	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l staging && \
 	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.status -e pm2_deploy_status_json=$(BUILD)/demo-status.json
 
 demo-down:  ## Remove the demo fleet
