@@ -604,12 +604,14 @@ def leftovers(name: str) -> list[str]:
     for ns in run(["ip", "netns", "list"]).stdout.split():
         if ns.startswith(f"nf{name}-"):
             found.append(f"netns {ns}")
+    own_dir = str(fleet.dir) + "/"  # with the slash: fleet "ab" must not claim what fleet "abc" has
     for link in Path("/sys/class/net").iterdir():
-        if link.name == fleet.bridge or link.name.startswith(f"nf{name}v"):
+        if link.name == fleet.bridge or re.fullmatch(f"nf{name}v[0-9]+", link.name):
             found.append(f"interface {link.name}")
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if f"/nodefleet/{name}/" in line or f"nodefleet-{name} " in line or line.split()[4].startswith(str(fleet.dir)):
-            found.append(f"mount {line.split()[4]}")
+        mount_point = line.split()[4]
+        if (mount_point + "/").startswith(own_dir):
+            found.append(f"mount {mount_point}")
     for d in fleet.cgroup_dirs():
         if d.exists():
             found.append(f"cgroup {d}")
@@ -618,7 +620,7 @@ def leftovers(name: str) -> list[str]:
             continue
         with contextlib.suppress(OSError):
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if f"--machine=nf{name}-" in cmd or str(fleet.dir) in cmd:
+            if f"--machine=nf{name}-" in cmd or own_dir in cmd:
                 if alive(int(proc.name)):
                     found.append(f"process {proc.name}: {cmd[:120]}")
     return found
