@@ -116,9 +116,10 @@ def base_id() -> str:
 
 
 @contextlib.contextmanager
-def cache_lock():
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".lock", "w") as fh:
+def exclusive(directory: Path):
+    """An exclusive lock on DIRECTORY/.lock for the duration of the block (released when the process dies)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -129,7 +130,7 @@ def ensure_base(force: bool = False) -> Path:
     tarball = CACHE_DIR / f"base-{bid}.tar.zst"
     rootfs = CACHE_DIR / f"base-{bid}"
     ready = CACHE_DIR / f"base-{bid}.ready"
-    with cache_lock():
+    with exclusive(CACHE_DIR):  # one build of the base at a time
         if force:
             ready.unlink(missing_ok=True)
             tarball.unlink(missing_ok=True)
@@ -548,7 +549,7 @@ AUTO_SUBNETS = [f"192.168.{third}.0/24" for third in range(150, 240)]
 
 
 def free_subnet() -> ipaddress.IPv4Network:
-    """The first /24 of AUTO_SUBNETS that no interface uses (up runs under fleet_lock, so two fleets never race)."""
+    """The first /24 of AUTO_SUBNETS that no interface uses (up holds the RUN_DIR lock, so two fleets never race)."""
     for candidate in AUTO_SUBNETS:
         try:
             return validate_subnet(candidate, 1)
@@ -666,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             names = args.host_names.split(",") if args.host_names else [f"{args.name}-h{i + 1}" for i in range(args.hosts)]
             if not args.host_names and not 1 <= args.hosts <= MAX_HOSTS:
                 raise FleetError(f"host count must be between 1 and {MAX_HOSTS}, got {args.hosts}")
-            with fleet_lock():
+            with exclusive(RUN_DIR):  # subnet and interface checks of two fleets must not race
                 state = fleet.up(names, args.subnet, args.node, groups)
             log(f"fleet {args.name!r} up in {state['up_seconds']}s: " + ", ".join(f"{h}={i['ip']}" for h, i in state["hosts"].items()))
             if args.inventory:
@@ -675,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.missing_ok and not fleet.state_file.exists():
                 log(f"no fleet named {args.name!r} is up (nothing to do)")
                 return 0
-            with fleet_lock():
+            with exclusive(RUN_DIR):
                 fleet.down()
         elif args.cmd == "status":
             report = fleet.status()
@@ -704,15 +705,6 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {exc}")
         return 2
     return 0
-
-
-@contextlib.contextmanager
-def fleet_lock():
-    """Serialises up/down across fleets: subnet and interface checks must not race each other."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    with open(RUN_DIR / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 if __name__ == "__main__":
