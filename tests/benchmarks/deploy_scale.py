@@ -31,8 +31,8 @@ ENV = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="Tr
 MARKERS = ("<!-- deploy-scale:begin -->", "<!-- deploy-scale:end -->")
 
 
-def run(argv, **kw):
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, env=ENV, **kw)
+def run(argv, env=None, **kw):
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, env=env or ENV, **kw)
 
 
 def vars_file() -> Path:
