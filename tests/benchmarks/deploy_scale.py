@@ -32,7 +32,10 @@ MARKERS = ("<!-- deploy-scale:begin -->", "<!-- deploy-scale:end -->")
 
 
 def run(argv, env=None, **kw):
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, env=env or ENV, **kw)
+    proc = subprocess.run([str(a) for a in argv], check=False, capture_output=True, text=True, env=env or ENV, **kw)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(str(a) for a in argv)} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def vars_file() -> Path:
@@ -43,6 +46,9 @@ def vars_file() -> Path:
     data = dict(molecule["provisioner"]["inventory"]["group_vars"]["all"])
     data.update(deploy_test_dir=str(WORK), pm2_deploy_serial="34%", pm2_deploy_build_root=str(WORK / "build"),
                 pm2_deploy_source_path=str(WORK / "src/v1"), lb_pool_group="prod9")
+    for app in data["pm2_deploy_apps"]:  # the scenario's fleet singleton runs on node1; here the hosts are app1..
+        if app.get("run_on"):
+            app["run_on"] = HOSTS[0]
     path = WORK / "vars.yml"
     path.write_text(yaml.safe_dump(data))
     return path
