@@ -39,7 +39,8 @@ PM2_FIELDS = (
 # Module-side options that never reach PM2.
 # A crash 2 s after start still shows 'online' between restarts (pm2-behaviour.md §10): watch longer than that.
 DEFAULT_SETTLE_MS = 3000
-CONTROL_FIELDS = ('name', 'state', 'instances', 'env', 'env_file', 'release_path', 'settle_time', 'ready_timeout')
+CONTROL_FIELDS = ('name', 'state', 'supervisor', 'instances', 'env', 'env_file', 'release_path', 'settle_time', 'ready_timeout')
+SUPERVISORS = ('pm2', 'systemd')
 APP_FIELDS = PM2_FIELDS + CONTROL_FIELDS
 
 # Node preload installed as $PM2_HOME/nodefleet/env-preload.cjs and loaded with `node --require`.
@@ -55,22 +56,68 @@ if (process.env.pm2_env) {
   try { packed = JSON.parse(process.env.pm2_env); } catch (e) { packed = null; }
 }
 const file = process.env.NODEFLEET_ENV_FILE || (packed && (packed.NODEFLEET_ENV_FILE || (packed.env && packed.env.NODEFLEET_ENV_FILE)));
-if (file) {
+// The grammar of systemd's EnvironmentFile=, so one env file means the same under either supervisor: '#'/';'
+// comments; "double quotes" (\" \\ \` \$ unescaped, other backslashes kept, newlines kept); 'single quotes'
+// literal; unquoted values lose trailing blanks; no variable expansion; invalid names are skipped.
+function parseEnvFile(text) {
   const values = {};
-  for (const raw of fs.readFileSync(file, 'utf8').split(/\r?\n/)) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
-    if (!m) continue;
-    let value = m[2];
-    const q = value.charAt(0);
-    if ((q === '"' || q === "'") && value.length >= 2 && value.endsWith(q)) {
-      value = value.slice(1, -1);
-      // One pass, so an escaped backslash followed by n stays a backslash and an n.
-      if (q === '"') value = value.replace(/\\(.)/g, (all, c) => (c === 'n' ? '\n' : c));
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    while (i < n && ' \t\r\n'.includes(text[i])) i++;
+    if (i >= n) break;
+    if (text[i] === '#' || text[i] === ';') {
+      while (i < n && text[i] !== '\n') i++;
+      continue;
     }
-    values[m[1]] = value;
+    let j = i;
+    while (j < n && text[j] !== '=' && text[j] !== '\n') j++;
+    if (j >= n || text[j] !== '=') { i = j; continue; }
+    const key = text.slice(i, j).trim();
+    i = j + 1;
+    while (i < n && (text[i] === ' ' || text[i] === '\t')) i++;
+    let value = '';
+    let kept = 0;
+    while (i < n && text[i] !== '\n') {
+      const c = text[i];
+      if (c === "'") {
+        const close = text.indexOf("'", i + 1);
+        const end = close < 0 ? n : close;
+        value += text.slice(i + 1, end);
+        i = end + 1;
+        kept = value.length;
+        while (i < n && (text[i] === ' ' || text[i] === '\t')) i++;
+      } else if (c === '"') {
+        i++;
+        while (i < n && text[i] !== '"') {
+          if (text[i] === '\\' && i + 1 < n) {
+            const d = text[i + 1];
+            if ('"\\`$'.includes(d)) value += d;
+            else if (d !== '\n') value += '\\' + d;
+            i += 2;
+          } else {
+            value += text[i++];
+          }
+        }
+        i++;
+        kept = value.length;
+        while (i < n && (text[i] === ' ' || text[i] === '\t')) i++;
+      } else if (c === '\\') {
+        if (i + 1 < n && text[i + 1] !== '\n') value += text[i + 1];
+        i += 2;
+        kept = value.length;
+      } else {
+        value += c;
+        i++;
+        if (!' \t\r'.includes(c)) kept = value.length;
+      }
+    }
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) values[key] = value.slice(0, kept);
   }
+  return values;
+}
+if (file) {
+  const values = parseEnvFile(fs.readFileSync(file, 'utf8'));
   Object.assign(process.env, values);
   if (packed) {
     Object.assign(packed, values);
@@ -269,12 +316,15 @@ def normalise_app(params, cpu_count):
     state = params.get('state') or 'started'
     if state not in STATES:
         raise SpecError('state', 'must be one of %s' % ', '.join(STATES))
-    spec = {'name': name, 'state': state}
+    supervisor = params.get('supervisor') or 'pm2'
+    if supervisor not in SUPERVISORS:
+        raise SpecError('supervisor', 'must be one of %s' % ', '.join(SUPERVISORS))
+    spec = {'name': name, 'state': state, 'supervisor': supervisor}
     script = params.get('script')
     if script is None:
         # Name-only form: act on an existing app by name, without managing its configuration.
         for field in APP_FIELDS:
-            if field not in ('name', 'state', 'settle_time', 'ready_timeout', 'exec_mode') and params.get(field) is not None:
+            if field not in ('name', 'state', 'supervisor', 'settle_time', 'ready_timeout', 'exec_mode') and params.get(field) is not None:
                 raise SpecError(field, 'needs script; without script the app is only acted on by name')
         spec.update(managed=False, settle_time=params.get('settle_time') or DEFAULT_SETTLE_MS, ready_timeout=params.get('ready_timeout') or 60)
         return spec
@@ -341,7 +391,7 @@ def normalise_app(params, cpu_count):
         env_file = _abs_path('env_file', env_file, cwd)
         if checks_files and not os.path.isfile(env_file):
             raise SpecError('env_file', '%s does not exist or is not a file' % env_file)
-        if not _is_node(interpreter):
+        if supervisor == 'pm2' and not _is_node(interpreter):
             raise SpecError('env_file', 'is loaded by a Node.js preload and needs a Node.js interpreter, got %r' % interpreter)
 
     release_path = params.get('release_path') or cwd or os.path.dirname(script) or None
@@ -538,20 +588,22 @@ class Pm2Runner(object):
                 raise SpecError('executable', '%s is not an executable file' % executable)
             self.pm2 = executable
         else:
+            # A host running only systemd apps may have no PM2; run() says so when PM2 is really needed.
             self.pm2 = module.get_bin_path('pm2', opt_dirs=['/usr/local/bin', '/usr/bin'])
-            if not self.pm2:
-                raise SpecError('executable', 'pm2 not found in PATH, /usr/local/bin or /usr/bin; set executable')
         self.prefix = [module.get_bin_path('env', required=True), '-i'] + ['%s=%s' % kv for kv in self.environment()]
         if self.switch_user:
             self.prefix = [module.get_bin_path('runuser', required=True), '-u', self.user, '--'] + self.prefix
 
     def environment(self):
         # node usually sits next to pm2 (nvm, npm prefix); no caller variables leak into PM2's records.
-        path = [os.path.dirname(self.pm2), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+        path = [os.path.dirname(self.pm2)] if self.pm2 else []
+        path += ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
         return [('PATH', ':'.join(path)), ('HOME', self.home), ('PM2_HOME', self.pm2_home),
                 ('PM2_DISCRETE_MODE', 'true'), ('LANG', 'C')]
 
     def run(self, *args):
+        if not self.pm2:
+            raise SpecError('executable', 'pm2 not found in PATH, /usr/local/bin or /usr/bin; set executable')
         self.calls += 1
         cwd = self.home if os.path.isdir(self.home) else '/'
         rc, out, err = self.module.run_command(self.prefix + [self.pm2] + list(args), cwd=cwd)

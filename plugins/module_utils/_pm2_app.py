@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import tempfile
@@ -29,6 +30,17 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import (
     read_fingerprint,
     validate_name,
 )
+from ansible_collections.nodefleet.pm2.plugins.module_utils._systemd import (
+    IGNORED as SYSTEMD_IGNORED,
+    STATE_DIR as SYSTEMD_STATE_DIR,
+    SystemdRunner,
+    check_systemd_spec,
+    instance_unit,
+    plan_systemd_app,
+    render_unit,
+    state_path,
+    unit_path,
+)
 
 SCOPE_ARGSPEC = dict(
     executable=dict(type='path'),
@@ -39,6 +51,7 @@ SCOPE_ARGSPEC = dict(
 APP_OPTIONS = dict(
     name=dict(type='str'),
     state=dict(type='str', default='started', choices=['present', 'started', 'stopped', 'restarted', 'reloaded', 'absent']),
+    supervisor=dict(type='str', default='pm2', choices=['pm2', 'systemd']),
     script=dict(type='str'),
     cwd=dict(type='path'),
     args=dict(type='list', elements='str'),
@@ -113,10 +126,13 @@ class Pm2Module(object):
         self.check_mode = module.check_mode
         self.changed = False
         self.runner = None
+        self.systemd = None
+        self.warnings = []
 
     def execute(self):
         try:
             self.runner = Pm2Runner(self.module, **dict((k, self.module.params[k]) for k in SCOPE_ARGSPEC))
+            self.systemd = SystemdRunner(self.module)
             self._execute()
         except Pm2Error as exc:
             details = dict(exc.details)
@@ -126,6 +142,8 @@ class Pm2Module(object):
             self.module.fail_json(msg=str(exc), changed=self.changed and not self.check_mode, **details)
         except Exception as exc:  # pylint: disable=broad-except
             self.module.fail_json(msg='unexpected error: %s' % exc, exception=traceback.format_exc())
+        for warning in self.warnings:
+            self.module.warn(warning)
         self.module.exit_json(**self.result)
 
     @property
@@ -133,6 +151,7 @@ class Pm2Module(object):
         result = self._result()
         result['changed'] = self.changed
         result['pm2_calls'] = self.runner.calls
+        result['systemctl_calls'] = self.systemd.calls
         if self.module._diff:
             result['diff'] = self.diff()
         return result
@@ -156,6 +175,10 @@ class Pm2AppModule(Pm2Module):
         self.actual = {}
         self.digests = {}
         self.state_after = {}
+        self.systemd_actual = {}
+        self.unit_texts = {}
+        self.pm2_touched = False
+        self.applied_at = None
 
     # ----------------------------------------------------------- inputs
     def _items(self):
@@ -163,7 +186,7 @@ class Pm2AppModule(Pm2Module):
         if params['apps'] is None:
             return [dict((k, params[k]) for k in APP_OPTIONS)]
         for key in APP_OPTIONS:
-            if key not in ('state', 'exec_mode') and params[key] is not None:
+            if key not in ('state', 'exec_mode', 'supervisor') and params[key] is not None:
                 raise SpecError(key, 'top-level app options cannot be combined with apps; set it per item')
         return params['apps']
 
@@ -173,6 +196,8 @@ class Pm2AppModule(Pm2Module):
         for index, item in enumerate(self._items()):
             try:
                 spec = normalise_app(item, cpus)
+                if spec['supervisor'] == 'systemd' and spec['managed']:
+                    self._systemd_spec(spec, item)
             except SpecError as exc:
                 where = 'apps[%d].' % index if self.module.params['apps'] is not None else ''
                 raise SpecError(where + exc.field, str(exc).split(': ', 1)[1])
@@ -197,19 +222,24 @@ class Pm2AppModule(Pm2Module):
         os.chmod(self.state_dir, 0o700)
         self._own(self.state_dir)
 
-    def _digest_key(self):
-        path = os.path.join(self.state_dir, 'digest.key')
+    def _digest_key(self, where, own):
+        """The HMAC key of env-file digests in <where>: the PM2 user's state dir, or root's for systemd apps."""
+        path = os.path.join(where, 'digest.key')
         if os.path.exists(path):
             with open(path, 'rb') as handle:
                 return handle.read()
         if self.check_mode:
             return None
-        self._ensure_state_dir()
+        if own:
+            self._ensure_state_dir()
+        elif not os.path.isdir(where):
+            os.makedirs(where, 0o700)
         key = os.urandom(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, 'wb') as handle:
             handle.write(key)
-        self._own(path)
+        if own:
+            self._own(path)
         return key
 
     @property
@@ -245,27 +275,140 @@ class Pm2AppModule(Pm2Module):
         self._own(path)
         return path
 
+    # ----------------------------------------------------------- systemd apps
+    def _systemd_spec(self, spec, item):
+        """Validate a systemd app and resolve what its unit runs (interpreter and script as absolute paths)."""
+        ignored = check_systemd_spec(spec, item)
+        if ignored:
+            self.warnings.append('app %s: supervisor systemd ignores %s' % (spec['name'], ', '.join(ignored)))
+        spec['fingerprint'] = dict((k, v) for k, v in spec['fingerprint'].items() if k not in SYSTEMD_IGNORED)
+        pm2 = spec['pm2']
+        script = pm2['script']
+        if not os.path.isabs(script):
+            found = self.module.get_bin_path(script)
+            if not found and spec['state'] != 'absent':
+                raise SpecError('script', '%s is neither a path nor a command in PATH' % script)
+            script = found or script
+        interpreter = pm2['interpreter']
+        if interpreter == 'none' or (interpreter is None and not script.endswith(('.js', '.cjs', '.mjs'))
+                                     and os.access(script, os.X_OK)):
+            interpreter_path = None
+        else:
+            # node usually sits next to pm2 (nvm, npm prefix), as for the PM2 runner.
+            opt_dirs = [os.path.dirname(self.runner.pm2)] if self.runner.pm2 else []
+            wanted = interpreter or 'node'
+            interpreter_path = wanted if os.path.isabs(wanted) else self.module.get_bin_path(wanted, opt_dirs=opt_dirs)
+            if not interpreter_path and spec['state'] != 'absent':
+                raise SpecError('interpreter', '%s not found in PATH' % wanted)
+        spec['systemd'] = dict(interpreter=interpreter_path, script=script)
+
+    def _unit_text(self, spec):
+        account = self.runner
+        if account.uid == 0:
+            raise SpecError('user', 'systemd apps run as a dedicated user, not root; set user')
+        group = grp.getgrgid(account.gid).gr_name
+        return render_unit(spec, account.user, group, spec['systemd']['interpreter'], spec['systemd']['script'])
+
+    def _write_unit(self, spec, text):
+        path = unit_path(spec['name'])
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.nodefleet-')
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+        self.systemd.run('daemon-reload')
+
+    def _write_systemd_state(self, name, env_digest_value):
+        if not os.path.isdir(SYSTEMD_STATE_DIR):
+            os.makedirs(SYSTEMD_STATE_DIR, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=SYSTEMD_STATE_DIR, prefix='.state-')
+        with os.fdopen(fd, 'w') as handle:
+            json.dump({'env_digest': env_digest_value}, handle)
+        os.rename(tmp, state_path(name))
+
+    def _systemd_remove(self, name):
+        """Stop, disable and forget every instance of the app's unit (switch away or absent)."""
+        app = self.systemd_actual.get(name)
+        units = [instance_unit(name, i['pm_id']) for i in (app['instances'] if app else [])]
+        if units:
+            self.systemd.run('disable', '--now', '--', *units)
+            # A crash-looped instance stays listed as failed until reset; units already unloaded need nothing.
+            self.systemd.try_run('reset-failed', '--', *units)
+        for path in (unit_path(name), state_path(name)):
+            if os.path.exists(path):
+                os.unlink(path)
+        self.systemd.run('daemon-reload')
+
+    def _run_systemd_actions(self, spec, actions):
+        """Run one systemd app's actions; returns True when its instances were (re)started."""
+        name = spec['name']
+        app = self.systemd_actual.get(name)
+        known = set(i['pm_id'] for i in (app['instances'] if app else []))
+        wanted = set(range(spec.get('instances') or len(known) or 1))
+        extra = sorted(known - wanted)
+        started = False
+        for action in actions:
+            if action == 'switch':
+                # Out of PM2 before systemd starts it: the two never run the app at once.
+                self.runner.run('delete', name)
+                self.pm2_touched = True
+            elif action == 'install':
+                self._write_unit(spec, self.unit_texts[name])
+            elif action in ('start', 'restart', 'scale'):
+                units = [instance_unit(name, i) for i in sorted(wanted)]
+                # A unit that hit its start limit refuses to start until its failed state is reset.
+                self.systemd.try_run('reset-failed', '--', *units)
+                if action == 'restart':
+                    self.systemd.run('restart', '--', *units)
+                self.systemd.run('enable', '--now', '--', *units)
+                if extra:
+                    self.systemd.run('disable', '--now', '--', *[instance_unit(name, i) for i in extra])
+                started = True
+            elif action == 'stop':
+                self.systemd.run('disable', '--now', '--', *[instance_unit(name, i) for i in sorted(known | wanted)])
+        return started
+
+    def _delete_everywhere(self, name):
+        if name in self.actual:
+            self.runner.run('delete', name)
+            self.pm2_touched = True
+        if name in self.systemd_actual:
+            self._systemd_remove(name)
+
     # ----------------------------------------------------------- main flow
     def _execute(self):
         self.specs = self._normalise()
-        self.actual = self.runner.jlist(spawn=not self.module.check_mode)
+        uses_pm2 = any(s['supervisor'] == 'pm2' and s['state'] != 'absent' for s in self.specs)
+        self.actual = self.runner.jlist(spawn=uses_pm2 and not self.module.check_mode)
         namespaces = set(a['namespace'] for a in self.actual.values())
         namespaces.update(s['pm2']['namespace'] for s in self.specs if s['managed'] and s['pm2']['namespace'])
         for spec in self.specs:
             if spec['name'] in namespaces:
                 raise SpecError('name', '%s is also a namespace; PM2 would act on the whole namespace' % spec['name'])
 
+        # systemd is asked only about apps it may hold: systemd ones and PM2 ones that may be switching back.
+        with_units = [s['name'] for s in self.specs if s['supervisor'] == 'systemd' or os.path.exists(unit_path(s['name']))]
+        if any(s['supervisor'] == 'systemd' for s in self.specs):
+            self.systemd.require()
+        self.systemd_actual = self.systemd.apps(with_units) if with_units else {}
+        for spec in self.specs:
+            if spec['supervisor'] == 'systemd' and spec['managed'] and spec['state'] != 'absent':
+                self.unit_texts[spec['name']] = self._unit_text(spec)
+
         with_env_file = [s for s in self.specs if s['managed'] and s['env_file'] and s['state'] != 'absent']
         if with_env_file:
-            key = self._digest_key()
+            keys = {}
             for spec in with_env_file:
+                where = SYSTEMD_STATE_DIR if spec['supervisor'] == 'systemd' else self.state_dir
+                if where not in keys:
+                    keys[where] = self._digest_key(where, own=where == self.state_dir)
                 with open(spec['env_file'], 'rb') as handle:
                     content = handle.read()
-                self.digests[spec['name']] = env_digest(key, content) if key else None
+                self.digests[spec['name']] = env_digest(keys[where], content) if keys[where] else None
 
         # Plan everything before the first mutation: a refusal or bad input changes nothing.
-        self.plans = [plan_app(s, self.actual.get(s['name']), self.digests.get(s['name'])) for s in self.specs]
-        if with_env_file and self._ensure_preload():
+        self.plans = [self._plan(s) for s in self.specs]
+        if any(s['supervisor'] == 'pm2' for s in with_env_file) and self._ensure_preload():
             self.changed = True
         if any(p['actions'] for p in self.plans):
             self.changed = True
@@ -273,15 +416,46 @@ class Pm2AppModule(Pm2Module):
             return
         self._apply()
 
+    def _plan(self, spec):
+        name = spec['name']
+        if spec['state'] == 'absent':
+            # Gone from whichever supervisor has it.
+            found = name in self.actual or name in self.systemd_actual
+            return {'name': name, 'actions': ['delete'] if found else [], 'reasons': []}
+        if not spec['managed'] and name in self.systemd_actual and name not in self.actual:
+            # By name only: act on the app where it lives, never move it.
+            spec['supervisor'] = 'systemd'
+        if spec['supervisor'] == 'systemd':
+            return plan_systemd_app(spec, self.systemd_actual.get(name), self.unit_texts.get(name),
+                                    self.digests.get(name), in_pm2=name in self.actual)
+        plan = plan_app(spec, self.actual.get(name), self.digests.get(name))
+        if name in self.systemd_actual and spec['managed'] and (spec['state'] != 'stopped' or name not in self.actual):
+            # Out of systemd before PM2 starts it: the two never run the app at once.
+            plan['actions'] = ['switch'] + plan['actions']
+            plan['reasons'] = ['supervisor'] + plan['reasons']
+            if spec['state'] == 'stopped':
+                # PM2 cannot define an app without starting it (as for state present).
+                plan['actions'] += ['start', 'stop']
+        return plan
+
     def _apply(self):
+        self.applied_at = time.time()
         by_name = dict((s['name'], s) for s in self.specs)
         needs_file = [by_name[p['name']] for p in self.plans
-                      if by_name[p['name']]['managed'] and set(p['actions']) & {'start', 'recreate', 'reload', 'restart'}]
+                      if by_name[p['name']]['managed'] and by_name[p['name']]['supervisor'] == 'pm2'
+                      and set(p['actions']) & {'start', 'recreate', 'reload', 'restart'}]
         eco = self._write_ecosystem(needs_file) if needs_file else None
-        waits = []
+        waits, systemd_waits = [], []
         try:
             for plan in self.plans:
                 spec = by_name[plan['name']]
+                if plan['actions'] == ['delete']:
+                    self._delete_everywhere(spec['name'])
+                    continue
+                if spec['supervisor'] == 'systemd':
+                    if self._run_systemd_actions(spec, plan['actions']):
+                        systemd_waits.append(spec)
+                    continue
                 fresh = self._run_actions(spec, plan['actions'], eco)
                 if set(plan['actions']) & {'start', 'recreate', 'reload', 'restart', 'scale'} and 'stop' not in plan['actions']:
                     waits.append((spec, fresh))
@@ -290,7 +464,9 @@ class Pm2AppModule(Pm2Module):
                 os.unlink(eco)
         if waits:
             self._wait_ready(waits)
-        if self.module.params['save']:
+        if systemd_waits:
+            self._wait_systemd_ready(systemd_waits)
+        if self.module.params['save'] and self.pm2_touched:
             self.runner.run('save', '--force')
             for name in ('dump.pm2', 'dump.pm2.bak'):
                 path = os.path.join(self.runner.pm2_home, name)
@@ -303,9 +479,13 @@ class Pm2AppModule(Pm2Module):
         exists = name in self.actual
         fresh = False
         for action in actions:
+            if action == 'switch':
+                self._systemd_remove(name)
+                continue
+            self.pm2_touched = True
             if action == 'start' and not exists:
                 self.runner.run('start', eco, '--only', name)
-                fresh = True
+                fresh = exists = True
             elif action == 'start':
                 # `pm2 start NAME` would run NAME as a script if the app vanished; restart never does.
                 self.runner.run('restart', name)
@@ -323,6 +503,61 @@ class Pm2AppModule(Pm2Module):
             elif action in ('stop', 'delete'):
                 self.runner.run(action, name)
         return fresh
+
+    def _wait_systemd_ready(self, specs):
+        """Poll systemd until every instance is active with the same main PID for its settle time; fail on a
+        crash loop (an automatic restart, a failed unit or the start limit)."""
+        deadline = time.time() + max(s['ready_timeout'] for s in specs)
+        pending = dict((s['name'], {'spec': s, 'first': None, 'since': None}) for s in specs)
+        while pending:
+            apps = self.systemd.apps(sorted(pending))
+            now = time.time()
+            for name in list(pending):
+                entry, spec = pending[name], pending[name]['spec']
+                want = spec.get('instances') or len(self.systemd_actual.get(name, {}).get('instances', [])) or 1
+                instances = [i for i in (apps.get(name) or {}).get('instances', []) if i['pm_id'] < want]
+                seen = dict((i['pm_id'], (i['restart_time'], i['pid'])) for i in instances)
+                if entry['first'] is None:
+                    entry['first'] = seen
+                bad = [i for i in instances if i['status'] in ('errored', 'waiting restart')]
+                restarted = [i for i in instances if i['restart_time'] > entry['first'].get(i['pm_id'], (0,))[0]]
+                if bad or restarted:
+                    self._fail_systemd_unready(name, instances, 'crashed')
+                ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
+                if not ready:
+                    entry['since'] = None
+                    continue
+                if entry['since'] is None or entry['since'][1] != seen:
+                    entry['since'] = (now, seen)
+                    continue
+                if (now - entry['since'][0]) * 1000 >= spec['settle_time']:
+                    self.state_after[name] = 'online'
+                    if spec['managed']:
+                        self._write_systemd_state(name, self.digests.get(name))
+                    del pending[name]
+            if not pending:
+                break
+            if time.time() > deadline:
+                name = sorted(pending)[0]
+                app = apps.get(name)
+                self._fail_systemd_unready(name, app['instances'] if app else [], 'not ready within ready_timeout')
+            time.sleep(POLL_INTERVAL)
+
+    def _fail_systemd_unready(self, name, instances, why):
+        logs = sorted(set(i['err_log'] for i in instances if i.get('err_log')))
+        log_tail = []
+        for path in logs:
+            log_tail.extend(tail(path))
+        if not logs:
+            # This run's lines only: since the actions began (a second of slack for clock granularity).
+            log_tail = self.systemd.journal_tail([instance_unit(name, i['pm_id']) for i in instances] or
+                                                 [instance_unit(name, 0)], LOG_TAIL_LINES, self.applied_at - 1)
+        status = ', '.join('%s:%s' % (instance_unit(name, i['pm_id']), i['status']) for i in instances) or 'no process'
+        restarts = max([i['restart_time'] for i in instances] or [0])
+        self.state_after[name] = why
+        raise Pm2Error('app %s %s (status %s, restarts %d); last log lines:\n%s'
+                       % (name, why, status, restarts, '\n'.join(log_tail[-LOG_TAIL_LINES:])),
+                       app=name, status=status, restarts=restarts, log_tail=log_tail[-LOG_TAIL_LINES:])
 
     def _wait_ready(self, waits):
         """Poll jlist until each app is fully online and stays so for its settle time; fail on crash loops."""
@@ -379,16 +614,24 @@ class Pm2AppModule(Pm2Module):
                        app=name, status=status, restarts=restarts, log_tail=log_tail[-LOG_TAIL_LINES:])
 
     # ----------------------------------------------------------- results
+    def _live(self, name):
+        """(supervisor, parsed app) of what runs the app now, or (None, None)."""
+        if name in self.actual:
+            return 'pm2', self.actual[name]
+        if name in self.systemd_actual:
+            return 'systemd', self.systemd_actual[name]
+        return None, None
+
     def _status(self, name):
         if name in self.state_after:
             return self.state_after[name]
         plan = next((p for p in self.plans if p['name'] == name), None)
         if plan and not self.check_mode and plan['actions']:
             last = plan['actions'][-1]
-            return {'delete': 'absent', 'stop': 'stopped'}.get(last, 'online')
-        app = self.actual.get(name)
-        if app is None:
-            return 'absent'
+            return {'delete': 'absent', 'stop': 'stopped', 'install': 'stopped'}.get(last, 'online')
+        dummy, app = self._live(name)
+        if app is None or not app['instances']:
+            return 'absent' if app is None else 'stopped'
         statuses = sorted(set(i['status'] for i in app['instances']))
         return statuses[0] if len(statuses) == 1 else 'mixed'
 
@@ -397,32 +640,33 @@ class Pm2AppModule(Pm2Module):
         for plan in self.plans:
             spec = next(s for s in self.specs if s['name'] == plan['name'])
             apps.append(dict(name=plan['name'], action='+'.join(plan['actions']) or 'none', actions=plan['actions'],
-                             reasons=plan['reasons'], state=spec['state'], status=self._status(plan['name'])))
+                             reasons=plan['reasons'], state=spec['state'], supervisor=spec['supervisor'],
+                             status=self._status(plan['name'])))
         result = dict(apps=apps)
         if self.module.params['apps'] is None and apps:
             result.update(action=apps[0]['action'], reasons=apps[0]['reasons'])
         return result
 
     def _before(self, name):
-        app = self.actual.get(name)
+        supervisor, app = self._live(name)
         if app is None:
             return None
-        fingerprint = read_fingerprint(app['markers'].get(MARKER_SPEC))
-        return dict(script=app['script'], cwd=app['cwd'], exec_mode=app['exec_mode'], namespace=app['namespace'],
+        fingerprint = app['fingerprint'] if supervisor == 'systemd' else read_fingerprint(app['markers'].get(MARKER_SPEC))
+        return dict(supervisor=supervisor, script=app['script'], cwd=app['cwd'], exec_mode=app['exec_mode'], namespace=app['namespace'],
                     instances=len(app['instances']), release=app['markers'].get(MARKER_RELEASE),
                     env_keys=sorted(k[4:] for k in fingerprint if k.startswith('env.')),
                     status=sorted(set(i['status'] for i in app['instances'])))
 
     def _after(self, spec, plan):
-        if plan['actions'][-1:] == ['delete'] or (spec['state'] in ('absent', 'stopped') and not self.actual.get(spec['name'])):
+        if plan['actions'][-1:] == ['delete'] or (spec['state'] in ('absent', 'stopped') and not self._live(spec['name'])[1]):
             return None
         if not spec['managed']:
             before = self._before(spec['name']) or {}
             before['status'] = ['stopped' if spec['state'] == 'stopped' else 'online']
             return before
         pm2 = spec['pm2']
-        return dict(script=pm2['script'], cwd=pm2['cwd'], exec_mode=pm2['exec_mode'], namespace=pm2['namespace'] or 'default',
-                    instances=spec['instances'], release=spec['release'], env_keys=sorted(spec['env']),
+        return dict(supervisor=spec['supervisor'], script=pm2['script'], cwd=pm2['cwd'], exec_mode=pm2['exec_mode'],
+                    namespace=pm2['namespace'] or 'default', instances=spec['instances'], release=spec['release'], env_keys=sorted(spec['env']),
                     status=['stopped' if spec['state'] == 'stopped' or 'stop' in plan['actions'] else 'online'],
                     changed_fields=plan['reasons'])
 
@@ -447,29 +691,40 @@ class Pm2InfoModule(Pm2Module):
         if name is not None:
             validate_name(name)
         now_ms = int(time.time() * 1000)
-        for app_name, app in self.runner.jlist(spawn=False).items():
-            if name is not None and app_name != name:
-                continue
-            instances = [dict(pm_id=i['pm_id'], pid=i['pid'], status=i['status'], memory=i['memory'], cpu=i['cpu'],
-                              restarts=i['restart_time'],
-                              uptime=max(0, now_ms - i['pm_uptime']) if i['status'] == 'online' and i['pm_uptime'] else 0)
-                         for i in app['instances']]
-            cwd = app['cwd']
-            self.apps[app_name] = dict(
-                name=app_name,
-                instances_online=sum(1 for i in instances if i['status'] == 'online'),
-                instances_total=len(instances),
-                instances=instances,
-                exec_mode=app['exec_mode'],
-                script=app['script'],
-                cwd=cwd,
-                release=os.path.realpath(cwd) if cwd else None,
-                recorded_release=app['markers'].get(MARKER_RELEASE),
-                managed=app['markers'].get(MARKER_SPEC) is not None,
-                version=app['version'],
-                namespace=app['namespace'],
-                conflict=app['conflict'],
-            )
+        live = [('pm2', self.runner.jlist(spawn=False))]
+        # systemd apps of this user, in the same shape (status table, health): one supervisor column apart.
+        units = [n for n in self.systemd.managed_names() if name is None or n == name]
+        live.append(('systemd', dict((n, a) for n, a in (self.systemd.apps(units) if units else {}).items()
+                                     if a['user'] == self.runner.user)))
+        for supervisor, apps in live:
+            for app_name, app in apps.items():
+                if name is not None and app_name != name:
+                    continue
+                self.apps[app_name] = self._describe(supervisor, app, now_ms)
+
+    @staticmethod
+    def _describe(supervisor, app, now_ms):
+        instances = [dict(pm_id=i['pm_id'], pid=i['pid'], status=i['status'], memory=i['memory'], cpu=i['cpu'],
+                          restarts=i['restart_time'],
+                          uptime=max(0, now_ms - i['pm_uptime']) if i['status'] == 'online' and i['pm_uptime'] else 0)
+                     for i in app['instances']]
+        cwd = app['cwd']
+        return dict(
+            name=app['name'],
+            supervisor=supervisor,
+            instances_online=sum(1 for i in instances if i['status'] == 'online'),
+            instances_total=len(instances),
+            instances=instances,
+            exec_mode=app['exec_mode'],
+            script=app['script'],
+            cwd=cwd,
+            release=os.path.realpath(cwd) if cwd else None,
+            recorded_release=app['markers'].get(MARKER_RELEASE),
+            managed=(app['unit'] is not None) if supervisor == 'systemd' else app['markers'].get(MARKER_SPEC) is not None,
+            version=app['version'],
+            namespace=app['namespace'],
+            conflict=app['conflict'],
+        )
 
     def _result(self):
         return dict(apps=self.apps)

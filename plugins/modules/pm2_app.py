@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pm2_app
-short_description: Manage Node.js applications run by PM2
+short_description: Manage Node.js applications run by PM2 or systemd
 version_added: 0.1.0
 description:
   - Converges one application (O(name)) or several (O(apps)) in one PM2 daemon to the wanted state, with one C(pm2 jlist)
@@ -18,6 +18,9 @@ description:
     O(settle_time); a crash-looping application fails the task even though PM2 reports success.
   - Secrets belong in O(env_file), which a small Node.js preload reads at every process start; they never enter PM2's
     process list, dump file or command lines. O(env) values are visible to anyone who can run C(pm2 jlist).
+  - With O(apps[].supervisor=systemd) the same options drive a systemd template unit instead (see
+    C(docs/modules/pm2_app.md), section systemd); one call may mix both supervisors, and changing the supervisor of an
+    app moves it without ever running it under both.
 author:
   - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
@@ -65,6 +68,20 @@ options:
         type: str
         default: started
         choices: [present, started, stopped, restarted, reloaded, absent]
+      supervisor:
+        description:
+          - V(pm2) runs the app in the PM2 daemon of O(user).
+          - V(systemd) runs it as the template unit C(nodefleet-<name>@.service), one instance C(@0) .. C(@N-1) per
+            process with C(NODE_APP_INSTANCE) set to the instance id, as O(user) (never root), with C(EnvironmentFile=) for
+            O(apps[].env_file), hardening options, and the restart policy mapped from the PM2 options (autorestart,
+            restart_delay, max_restarts + min_uptime, max_memory_restart, kill_timeout). Needs root (C(become)).
+          - With V(systemd), V(cluster) mode, watch, cron_restart, exp_backoff_restart_delay and namespace are refused;
+            wait_ready, listen_timeout, log_date_format, merge_logs and time are ignored with a warning.
+          - When the app runs under the other supervisor it is stopped and removed there first (action V(switch)).
+          - Ignored by the name-only form, which acts on the app wherever it runs.
+        type: str
+        default: pm2
+        choices: [pm2, systemd]
       script:
         description:
           - Script or command to run. Relative paths are taken relative to O(apps[].cwd).
@@ -242,6 +259,22 @@ EXAMPLES = r"""
         state: absent
   become: true
 
+- name: Run a fork-mode service under systemd with the same options
+  nodefleet.pm2.pm2_app:
+    name: point-tron
+    supervisor: systemd
+    script: /opt/point-tron/current/dist/index.js
+    cwd: /opt/point-tron/current
+    max_memory_restart: 512M
+    restart_delay: 10000
+    kill_timeout: 30000
+    env:
+      NODE_ENV: production
+      PORT: 3000
+    env_file: /etc/nodefleet/env/point-tron/point-tron.env
+    user: point-tron
+  become: true
+
 - name: Restart an existing app by name
   nodefleet.pm2.pm2_app:
     name: worker
@@ -266,14 +299,15 @@ apps:
     actions:
       description:
         - Planned (check mode) or performed actions, among V(start), V(stop), V(restart), V(reload), V(scale), V(recreate)
-          (delete and start) and V(delete).
+          (delete and start) and V(delete); for systemd apps also V(install) (write the unit and daemon-reload); V(switch)
+          removes the app from the other supervisor first.
       type: list
       elements: str
       sample: [reload, scale]
     reasons:
       description:
         - Why; names of changed options (C(env.NAME) for an O(env) variable), V(release), V(env_file_content), V(instances),
-          V(missing), V(status), V(unmanaged) or V(requested). Never values.
+          V(missing), V(status), V(unmanaged), V(supervisor), V(unit) or V(requested). Never values.
       type: list
       elements: str
       sample: [env.LOG_LEVEL, instances]
@@ -281,6 +315,10 @@ apps:
       description: The requested state.
       type: str
       sample: started
+    supervisor:
+      description: The supervisor that runs the application after the run.
+      type: str
+      sample: pm2
     status:
       description:
         - Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails
@@ -303,6 +341,11 @@ pm2_calls:
   returned: always
   type: int
   sample: 1
+systemctl_calls:
+  description: Number of C(systemctl) commands run (none on a host without systemd apps).
+  returned: always
+  type: int
+  sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pm2_info
-short_description: List the applications of a PM2 daemon
+short_description: List the applications of a PM2 daemon and the user's systemd-supervised apps
 version_added: 0.1.0
 description:
   - Reads the process list of one PM2 daemon with a single C(pm2 jlist) and returns it grouped by application name.
+  - Also lists the apps M(nodefleet.pm2.pm2_app) runs under systemd as O(user) (units C(nodefleet-<name>@.service)), in
+    the same shape, each instance being one unit instance; RV(apps.supervisor) tells them apart.
   - PM2 modules (such as C(pm2-logrotate)) are left out. Environment values are never returned.
   - Never starts a PM2 daemon (every pm2 command would). Where none runs, it reports no applications.
 author:
@@ -74,6 +76,9 @@ apps:
     name:
       description: Application name.
       type: str
+    supervisor:
+      description: V(pm2) or V(systemd).
+      type: str
     instances_online:
       description: Number of processes with status V(online).
       type: int
@@ -92,7 +97,9 @@ apps:
           description: OS process id, V(0) when not running.
           type: int
         status:
-          description: PM2 status (V(online), V(stopped), V(errored), V(launching), V(waiting restart), ...).
+          description:
+            - PM2 status (V(online), V(stopped), V(errored), V(launching), V(waiting restart), ...); for a systemd unit
+              instance the same words mapped from its active and sub state.
           type: str
         memory:
           description: Resident memory in bytes.
@@ -101,7 +108,7 @@ apps:
           description: CPU usage in percent.
           type: float
         restarts:
-          description: Restart count kept by PM2.
+          description: Restart count kept by PM2 (systemd's C(NRestarts) for a unit instance).
           type: int
         uptime:
           description: Milliseconds since the process started; V(0) when not online.
@@ -122,6 +129,7 @@ apps:
       description:
         - Real path of the release when M(nodefleet.pm2.pm2_app) last started or reloaded the app, V(null) for apps it did
           not start. Differs from RV(apps.release) after a symlink flip that has not been reloaded yet.
+        - For a systemd app, the real working directory of the running main process.
       type: str
     managed:
       description: Whether the app was started by M(nodefleet.pm2.pm2_app).
@@ -136,10 +144,15 @@ apps:
       description: Whether several processes share the name with different scripts or exec modes.
       type: bool
 pm2_calls:
-  description: Number of C(pm2) commands run (always 1).
+  description: Number of C(pm2) commands run (1, or 0 where no PM2 daemon runs).
   returned: always
   type: int
   sample: 1
+systemctl_calls:
+  description: Number of C(systemctl) commands run (0 where the user has no systemd apps).
+  returned: always
+  type: int
+  sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule

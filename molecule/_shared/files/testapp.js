@@ -1,6 +1,7 @@
 'use strict';
 // A small app for the test fleet. Behaviour comes from behaviour.json beside this file (per release) and env:
 //   version, startup_delay_ms (slow start), crash (exit soon after start), crash_after_ms, unhealthy (/health 503).
+//   APP_ALLOCATE_MB in env: allocate and hold that much memory (memory limit tests).
 // GET /health, GET /env (only APP_* and NODEFLEET_* keys, for tests), GET / (pid, release, version, instance).
 // Sends 'ready' after listen (wait_ready) and drains on SIGINT, as docs/zero-downtime.md asks of real apps.
 const fs = require('fs');
@@ -10,8 +11,14 @@ const path = require('path');
 const here = __dirname;
 const behaviourFile = path.join(here, 'behaviour.json');
 const behaviour = fs.existsSync(behaviourFile) ? JSON.parse(fs.readFileSync(behaviourFile, 'utf8')) : {};
-const port = Number(process.env.PORT || 3000);
+// PORT_PER_INSTANCE: instance N listens on PORT + N (systemd template instances have no shared port).
+const port = Number(process.env.PORT || 3000) + (process.env.PORT_PER_INSTANCE ? Number(process.env.NODE_APP_INSTANCE || 0) : 0);
 let shuttingDown = false;
+
+const held = [];
+if (process.env.APP_ALLOCATE_MB) {
+  for (let i = 0; i < Number(process.env.APP_ALLOCATE_MB); i++) held.push(Buffer.alloc(1024 * 1024, 1));
+}
 
 if (behaviour.crash) {
   setTimeout(() => {

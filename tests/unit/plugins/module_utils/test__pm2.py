@@ -294,8 +294,11 @@ def test_runner_default_home_is_users():
 
 
 def test_runner_errors():
+    # A host with only systemd apps may have no PM2: the runner says so when a pm2 command is really needed.
+    runner = Pm2Runner(DummyModule(bins={'env': '/usr/bin/env'}))
+    assert runner.jlist(spawn=False) == {}
     with pytest.raises(SpecError) as exc:
-        Pm2Runner(DummyModule(bins={'env': '/usr/bin/env'}))
+        runner.run('jlist')
     assert exc.value.field == 'executable'
     with pytest.raises(SpecError) as exc:
         Pm2Runner(DummyModule(), executable='/nonexistent/pm2')
