@@ -39,9 +39,9 @@ def test_no_lock_left(host):
 
 
 def test_load_through_the_lb_lost_nothing():
-    for name in ("deploy", "rollback"):
+    for name in ("deploy", "rollback", "switch", "switch-back"):
         summary = json.loads((EPHEMERAL / f"load-{name}.json").read_text())
-        for app in ("api", "device"):
+        for app in ("api", "device", "notify"):
             assert summary["targets"][app]["requests"] > 200
             assert summary["targets"][app]["failed"] == 0
             assert summary["targets"][app]["hung"] == 0
@@ -50,3 +50,22 @@ def test_load_through_the_lb_lost_nothing():
 def test_one_build_per_release():
     builds = (EPHEMERAL / "build" / "builds.log").read_text().splitlines()
     assert len(builds) == len({line.split()[1] for line in builds}) == 2
+
+
+def test_systemd_app_runs_the_current_release_and_not_in_pm2(host):
+    assert host.service("nodefleet-notify@0.service").is_running
+    assert host.service("nodefleet-notify@0.service").is_enabled
+    pid = int(host.check_output("systemctl show -p MainPID --value nodefleet-notify@0.service"))
+    with host.sudo():
+        cwd = host.check_output("readlink /proc/%d/cwd", pid)
+    assert cwd == "/srv/shop/" + host.check_output("readlink /srv/shop/current")
+    names = {proc["name"] for proc in json.loads(host.check_output("runuser -u app -- env PM2_HOME=/home/app/.pm2 pm2 jlist"))}
+    assert "notify" not in names
+
+
+def test_status_shows_both_supervisors():
+    rows = json.loads((EPHEMERAL / "status.json").read_text())
+    notify = [r for r in rows if r["app"] == "notify"]
+    assert len(notify) == 3
+    assert {(r["supervisor"], r["online"], r["desired"]) for r in notify} == {("systemd", 1, 1)}
+    assert {r["supervisor"] for r in rows if r["app"] == "api"} == {"pm2"}
