@@ -687,6 +687,17 @@ class _Dumper(yaml.SafeDumper if HAS_YAML else object):
         return super(_Dumper, self).increase_indent(flow, False)
 
 
+if HAS_YAML:
+    # SafeDumper only knows the exact built-in types. Module arguments reach the action plugin as subclasses of them
+    # (ansible-core 2.19 tags every value with its origin: _AnsibleTaggedStr, _AnsibleTaggedDict, ...), so `user`,
+    # `health` or `environment` values made every real import fail with a RepresenterError; dump them as their base type.
+    for _base, _represent in ((str, yaml.SafeDumper.represent_str), (bool, yaml.SafeDumper.represent_bool),
+                              (int, yaml.SafeDumper.represent_int), (float, yaml.SafeDumper.represent_float),
+                              (dict, yaml.SafeDumper.represent_dict), (list, yaml.SafeDumper.represent_list),
+                              (tuple, yaml.SafeDumper.represent_list)):
+        _Dumper.add_multi_representer(_base, _represent)
+
+
 def to_yaml(data):
     return yaml.dump(data, Dumper=_Dumper, default_flow_style=False, sort_keys=False, allow_unicode=True, width=160)
 
