@@ -522,7 +522,7 @@ class Pm2AppModule(Pm2Module):
                 bad = [i for i in instances if i['status'] in ('errored', 'waiting restart')]
                 restarted = [i for i in instances if i['restart_time'] > entry['first'].get(i['pm_id'], (0,))[0]]
                 if bad or restarted:
-                    self._fail_systemd_unready(name, instances, 'crashed')
+                    self._fail_unready(name, instances, 'crashed', systemd=True)
                 ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
                 if not ready:
                     entry['since'] = None
@@ -540,24 +540,8 @@ class Pm2AppModule(Pm2Module):
             if time.time() > deadline:
                 name = sorted(pending)[0]
                 app = apps.get(name)
-                self._fail_systemd_unready(name, app['instances'] if app else [], 'not ready within ready_timeout')
+                self._fail_unready(name, app['instances'] if app else [], 'not ready within ready_timeout', systemd=True)
             time.sleep(POLL_INTERVAL)
-
-    def _fail_systemd_unready(self, name, instances, why):
-        logs = sorted(set(i['err_log'] for i in instances if i.get('err_log')))
-        log_tail = []
-        for path in logs:
-            log_tail.extend(tail(path))
-        if not logs:
-            # This run's lines only: since the actions began (a second of slack for clock granularity).
-            log_tail = self.systemd.journal_tail([instance_unit(name, i['pm_id']) for i in instances] or
-                                                 [instance_unit(name, 0)], LOG_TAIL_LINES, self.applied_at - 1)
-        status = ', '.join('%s:%s' % (instance_unit(name, i['pm_id']), i['status']) for i in instances) or 'no process'
-        restarts = max([i['restart_time'] for i in instances] or [0])
-        self.state_after[name] = why
-        raise Pm2Error('app %s %s (status %s, restarts %d); last log lines:\n%s'
-                       % (name, why, status, restarts, '\n'.join(log_tail[-LOG_TAIL_LINES:])),
-                       app=name, status=status, restarts=restarts, log_tail=log_tail[-LOG_TAIL_LINES:])
 
     def _wait_ready(self, waits):
         """Poll jlist until each app is fully online and stays so for its settle time; fail on crash loops."""
@@ -601,15 +585,21 @@ class Pm2AppModule(Pm2Module):
                 self._fail_unready(name, app['instances'] if app else [], 'not ready within ready_timeout')
             time.sleep(POLL_INTERVAL)
 
-    def _fail_unready(self, name, instances, why):
+    def _fail_unready(self, name, instances, why, systemd=False):
+        """Fail with the instances' states and the app's last log lines (error log, else this run's journal)."""
         logs = sorted(set(i['err_log'] for i in instances if i.get('err_log')))
         log_tail = []
         for path in logs:
             log_tail.extend(tail(path))
-        status = ', '.join('%s:%s' % (i['pm_id'], i['status']) for i in instances) or 'no process'
+        if systemd and not logs:
+            # This run's lines only: since the actions began (a second of slack for clock granularity).
+            log_tail = self.systemd.journal_tail([instance_unit(name, i['pm_id']) for i in instances] or
+                                                 [instance_unit(name, 0)], LOG_TAIL_LINES, self.applied_at - 1)
+        label = (lambda i: instance_unit(name, i['pm_id'])) if systemd else (lambda i: i['pm_id'])
+        status = ', '.join('%s:%s' % (label(i), i['status']) for i in instances) or 'no process'
         restarts = max([i['restart_time'] for i in instances] or [0])
         self.state_after[name] = why
-        raise Pm2Error('app %s %s (status %s, restarts %d); last error log lines:\n%s'
+        raise Pm2Error('app %s %s (status %s, restarts %d); last log lines:\n%s'
                        % (name, why, status, restarts, '\n'.join(log_tail[-LOG_TAIL_LINES:])),
                        app=name, status=status, restarts=restarts, log_tail=log_tail[-LOG_TAIL_LINES:])
 
