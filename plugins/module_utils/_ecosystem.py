@@ -609,11 +609,63 @@ def _map_app(index, name, raw, plan):
     for key in DEPLOY_TOP[2:]:
         if key in fields:
             item[key] = fields.pop(key)
-    item.setdefault('exec_mode', 'fork')
-    item.setdefault('instances', 1)
+    _pm2_defaults(name, script, item, fields, plan)
     for key in sorted(fields):
         pm2[key] = fields[key]
     return item, pm2, env_blocks
+
+
+# Interpreters PM2 picks by script extension when the file names none (lib/API/interpreter.json). Scripts without
+# an entry run with node unless they are binaries, which only the file's content tells.
+PM2_INTERPRETERS = {'.sh': 'bash', '.py': 'python', '.rb': 'ruby', '.php': 'php', '.pl': 'perl', '.js': 'node',
+                    '.coffee': 'coffee', '.ls': 'lsc', '.ts': 'bun', '.tsx': 'bun'}
+
+
+def _pm2_interpreter(interpreter, script):
+    """The interpreter PM2 runs the script with, or None when only the script's content tells (binary or node)."""
+    if interpreter:
+        return os.path.basename(interpreter)
+    ext = os.path.splitext(script)[1]
+    if ext in PM2_INTERPRETERS:
+        return PM2_INTERPRETERS[ext]
+    return 'node' if ext in ('.cjs', '.mjs') else None
+
+
+def _pm2_defaults(name, script, item, fields, plan):
+    """Write out PM2's defaults that depend on what the app leaves out (lib/Common.js of pm2 7.0.4).
+
+    nodefleet.pm2.pm2_app always gives PM2 an exec mode and an instance count, so leaving them to PM2 is not possible:
+    - no exec_mode: PM2 picks cluster mode for an app with `instances` whose interpreter is node or bun (any name
+      ending in node or bun, ts-node included), fork mode otherwise;
+    - no cluster exec_mode and no instances (or 0 or max): PM2 merges the logs of the app's processes (merge_logs:
+      true, log files without the -<pm_id> suffix), whatever mode it picks then;
+    - instances 0 is one process per CPU, which pm2_app calls max.
+    """
+    instances = item.get('instances')
+    given_mode = item.get('exec_mode')
+    if given_mode is None:
+        runner = _pm2_interpreter(fields.get('interpreter'), script)
+        if 'instances' in item and runner is not None and runner.endswith(('node', 'bun')):
+            item['exec_mode'] = 'cluster'
+            plan['notes'].append('%s: no exec_mode: cluster mode, as PM2 runs an app with instances and the %s interpreter'
+                                 % (name, runner))
+            if runner not in NODE_INTERPRETERS:
+                plan['notes'].append('%s: cluster mode runs Node.js, not the %s interpreter (PM2 does not use it there); '
+                                     'nodefleet.pm2.pm2_app refuses the combination: set exec_mode' % (name, runner))
+        else:
+            item['exec_mode'] = 'fork'
+            if 'instances' in item and runner is None:
+                plan['notes'].append('%s: no exec_mode: imported as fork; PM2 would pick cluster mode if %s is a Node.js '
+                                     'file rather than a binary' % (name, script))
+    if instances == 0:
+        instances = 'max'
+        plan['notes'].append('%s: instances 0 (one process per CPU) imported as max' % name)
+    item.pop('instances', None)
+    item['instances'] = 1 if instances is None else instances  # after exec_mode, as in DEPLOY_TOP
+    if given_mode != 'cluster' and instances in (None, 'max') and 'merge_logs' not in fields:
+        fields['merge_logs'] = True
+        plan['notes'].append('%s: merge_logs: true written out (PM2 merges the logs of an app without an instance count '
+                             'unless it is given cluster mode)' % name)
 
 
 def _map_env(name, item, pm2, env_blocks, all_groups, plan, secret_names, plain_names):

@@ -57,7 +57,7 @@ def test_systemd_app_runs_the_current_release_and_not_in_pm2(host):
     assert host.service("nodefleet-notify@0.service").is_enabled
     pid = int(host.check_output("systemctl show -p MainPID --value nodefleet-notify@0.service"))
     with host.sudo():
-        cwd = host.check_output("readlink /proc/%d/cwd", pid)
+        cwd = host.check_output("readlink /proc/%s/cwd", str(pid))
     assert cwd == "/srv/shop/" + host.check_output("readlink /srv/shop/current")
     names = {proc["name"] for proc in json.loads(host.check_output("runuser -u app -- env PM2_HOME=/home/app/.pm2 pm2 jlist"))}
     assert "notify" not in names

@@ -10,6 +10,7 @@ import shutil
 from unittest.mock import MagicMock
 
 import pytest
+import yaml
 
 from ansible.parsing.dataloader import DataLoader
 from ansible.parsing.vault import VaultLib, VaultSecret
@@ -126,3 +127,15 @@ def test_no_secrets_no_password_needed(workdir):
 def test_errors_do_not_leak(workdir):
     result = run(args(workdir, 'broken.config.js'))
     assert result['failed'] and 'SyntaxError' in result['msg'] and 'Q2hhbmdl' not in json.dumps(result)
+
+
+def test_arguments_tagged_by_ansible_core(workdir):
+    """ansible-core 2.19 hands over module arguments tagged with their origin (subclasses of str, dict, ...); the
+    YAML dumper did not know those types, so every import run by Ansible failed with a RepresenterError."""
+    tags = pytest.importorskip('ansible._internal._datatag._tags')
+    origin = tags.Origin(path=str(workdir / 'playbook.yml'), line_num=1)
+    result = run(args(workdir, 'plain.json', user=origin.tag('deploy'), health=origin.tag({'port': 8080}),
+                      secret_names=origin.tag(['OTHER'])))
+    assert result['changed'] and not result.get('failed'), result
+    data = yaml.safe_load((workdir / 'inventory' / 'group_vars' / 'all' / 'pm2_apps.yml').read_text())
+    assert data['pm2_deploy_user'] == 'deploy' and data['pm2_deploy_apps'][0]['health'] == {'port': 8080}

@@ -348,3 +348,83 @@ def test_syntax_error_does_not_quote_the_source():
 def test_missing_node_is_reported(tmp_path):
     with pytest.raises(eco.EcosystemError, match='not found'):
         eco.load_ecosystem(fixture('trackflow.ecosystem.config.js'), node='no-such-node-binary')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PM2's implicit decisions, written out (pm2_app always gives an exec mode and an instance count). Each case was
+# checked against `pm2 start` of pm2 7.0.4; molecule/import_roundtrip compares them on the fleet.
+
+@pytest.mark.parametrize('app, exec_mode, instances, merge_logs', [
+    ({'script': 'x.js'}, 'fork', 1, True),
+    ({'script': 'x.js', 'instances': 1}, 'cluster', 1, None),
+    ({'script': 'x.js', 'instances': 2}, 'cluster', 2, None),
+    ({'script': 'x.js', 'instances': 'max'}, 'cluster', 'max', True),
+    ({'script': 'x.js', 'instances': 0}, 'cluster', 'max', True),
+    ({'script': 'x.js', 'instances': '2'}, 'cluster', 2, None),
+    ({'script': 'x.js', 'exec_mode': 'fork'}, 'fork', 1, True),
+    ({'script': 'x.js', 'exec_mode': 'fork', 'instances': 1}, 'fork', 1, None),
+    ({'script': 'x.js', 'exec_mode': 'fork', 'instances': 'max'}, 'fork', 'max', True),
+    ({'script': 'x.js', 'exec_mode': 'cluster'}, 'cluster', 1, None),
+    ({'script': 'x.js', 'exec_mode': 'cluster', 'instances': 'max'}, 'cluster', 'max', None),
+    ({'script': 'x.js', 'exec_mode': 'cluster', 'instances': 0}, 'cluster', 'max', None),
+    ({'script': 'x.js', 'exec_mode': 'cluster_mode', 'instances': -1}, 'cluster', -1, None),
+    ({'script': 'x.mjs', 'instances': 2}, 'cluster', 2, None),
+    ({'script': 'x.py', 'instances': 2}, 'fork', 2, None),
+    ({'script': 'x.py', 'interpreter': '/usr/bin/node', 'instances': 2}, 'cluster', 2, None),
+    ({'script': 'x.js', 'interpreter': 'python3', 'instances': 2}, 'fork', 2, None),
+    ({'script': 'x.js', 'merge_logs': False}, 'fork', 1, False),
+    ({'script': 'x.js', 'combine_logs': False}, 'fork', 1, False),
+    ({'script': 'npm', 'args': 'start', 'instances': 2}, 'fork', 2, None),
+])
+def test_pm2_defaults_are_written_out(app, exec_mode, instances, merge_logs):
+    plan = eco.plan_import({'apps': [dict(app, name='a')]})
+    item = plan['deploy_apps'][0]
+    assert (item['exec_mode'], item['instances'], item.get('pm2', {}).get('merge_logs')) == (exec_mode, instances, merge_logs)
+    assert list(item)[:4] == ['name', 'script', 'exec_mode', 'instances']
+
+
+def test_pm2_defaults_are_noted():
+    plan = eco.plan_import({'apps': [
+        {'name': 'c', 'script': 'x.js', 'instances': 2},
+        {'name': 'f', 'script': 'x.js'},
+        {'name': 'z', 'script': 'x.js', 'exec_mode': 'cluster', 'instances': 0},
+        {'name': 't', 'script': 'x.ts', 'interpreter': 'ts-node', 'instances': 2},
+        {'name': 'b', 'script': 'server', 'instances': 2},
+    ]})
+    notes = '\n'.join(plan['notes'])
+    assert 'c: no exec_mode: cluster mode' in notes
+    assert 'f: merge_logs: true written out' in notes
+    assert 'z: instances 0 (one process per CPU) imported as max' in notes
+    assert 't: cluster mode runs Node.js, not the ts-node interpreter' in notes
+    assert 'b: no exec_mode: imported as fork; PM2 would pick cluster mode if server is a Node.js file' in notes
+    assert [a['exec_mode'] for a in plan['deploy_apps']] == ['cluster', 'fork', 'cluster', 'cluster', 'fork']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values as ansible-core 2.19 hands them over: module arguments are tagged subclasses of str, int, dict, ...
+
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Dict(dict):
+    pass
+
+
+def test_rendering_takes_subclasses_of_the_builtin_types():
+    text = eco.to_yaml({'user': _Str('app'), 'health': _Dict(port=_Int(3000), path=_Str('/ready')), 'list': [_Str('a')]})
+    assert yaml.safe_load(text) == {'user': 'app', 'health': {'port': 3000, 'path': '/ready'}, 'list': ['a']}
+    assert '!!' not in text
+
+
+def test_output_files_with_tagged_arguments():
+    config = {'apps': [{'name': 'a', 'script': 'x.js', 'env': {'PORT': 1, 'API_TOKEN': 'x'}}]}
+    plan = eco.plan_import(config, health=_Dict(port=_Int(1)), secret_names=[_Str('OTHER')], source=_Str('e.config.js'))
+    files = eco.output_files(plan, user=_Str('app'))
+    data = yaml.safe_load(files['group_vars/all/pm2_apps.yml'][0])
+    assert data['pm2_deploy_user'] == 'app' and data['pm2_deploy_apps'][0]['health'] == {'port': 1}
+    assert yaml.safe_load(files['group_vars/all/pm2_secrets.yml'][0]) == {'vault_a_api_token': 'x'}
