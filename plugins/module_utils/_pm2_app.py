@@ -504,86 +504,83 @@ class Pm2AppModule(Pm2Module):
                 self.runner.run(action, name)
         return fresh
 
-    def _wait_systemd_ready(self, specs):
-        """Poll systemd until every instance is active with the same main PID for its settle time; fail on a
-        crash loop (an automatic restart, a failed unit or the start limit)."""
-        deadline = time.time() + max(s['ready_timeout'] for s in specs)
-        pending = dict((s['name'], {'spec': s, 'first': None, 'since': None}) for s in specs)
+    def _poll_ready(self, pending, poll, settled, systemd=False):
+        """One readiness loop for both supervisors: poll every pending app at once until settled(name, entry, apps,
+        now) says it is ready (it raises on a crash loop); fail at the first app still pending at ready_timeout."""
+        deadline = time.time() + max(e['spec']['ready_timeout'] for e in pending.values())
         while pending:
-            apps = self.systemd.apps(sorted(pending))
+            apps = poll()
             now = time.time()
             for name in list(pending):
-                entry, spec = pending[name], pending[name]['spec']
-                want = spec.get('instances') or len(self.systemd_actual.get(name, {}).get('instances', [])) or 1
-                instances = [i for i in (apps.get(name) or {}).get('instances', []) if i['pm_id'] < want]
-                seen = dict((i['pm_id'], (i['restart_time'], i['pid'])) for i in instances)
-                if entry['first'] is None:
-                    entry['first'] = seen
-                bad = [i for i in instances if i['status'] in ('errored', 'waiting restart')]
-                restarted = [i for i in instances if i['restart_time'] > entry['first'].get(i['pm_id'], (0,))[0]]
-                if bad or restarted:
-                    self._fail_unready(name, instances, 'crashed', systemd=True)
-                ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
-                if not ready:
-                    entry['since'] = None
-                    continue
-                if entry['since'] is None or entry['since'][1] != seen:
-                    entry['since'] = (now, seen)
-                    continue
-                if (now - entry['since'][0]) * 1000 >= spec['settle_time']:
+                if settled(name, pending[name], apps, now):
                     self.state_after[name] = 'online'
-                    if spec['managed']:
-                        self._write_systemd_state(name, self.digests.get(name))
                     del pending[name]
             if not pending:
                 break
             if time.time() > deadline:
                 name = sorted(pending)[0]
                 app = apps.get(name)
-                self._fail_unready(name, app['instances'] if app else [], 'not ready within ready_timeout', systemd=True)
+                self._fail_unready(name, app['instances'] if app else [], 'not ready within ready_timeout', systemd)
             time.sleep(POLL_INTERVAL)
 
+    def _wait_systemd_ready(self, specs):
+        """Every instance active with the same main PID for its settle time; a crash loop (an automatic restart, a
+        failed unit or the start limit) fails. Then the env-file digest the instances started with is recorded."""
+        def settled(name, entry, apps, now):
+            spec = entry['spec']
+            want = spec.get('instances') or len(self.systemd_actual.get(name, {}).get('instances', [])) or 1
+            instances = [i for i in (apps.get(name) or {}).get('instances', []) if i['pm_id'] < want]
+            seen = dict((i['pm_id'], (i['restart_time'], i['pid'])) for i in instances)
+            if entry['first'] is None:
+                entry['first'] = seen
+            bad = [i for i in instances if i['status'] in ('errored', 'waiting restart')]
+            restarted = [i for i in instances if i['restart_time'] > entry['first'].get(i['pm_id'], (0,))[0]]
+            if bad or restarted:
+                self._fail_unready(name, instances, 'crashed', systemd=True)
+            ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
+            if not ready:
+                entry['since'] = None
+                return False
+            if entry['since'] is None or entry['since'][1] != seen:
+                entry['since'] = (now, seen)
+                return False
+            if (now - entry['since'][0]) * 1000 < spec['settle_time']:
+                return False
+            if spec['managed']:
+                self._write_systemd_state(name, self.digests.get(name))
+            return True
+
+        pending = dict((s['name'], {'spec': s, 'first': None, 'since': None}) for s in specs)
+        self._poll_ready(pending, lambda: self.systemd.apps(sorted(pending)), settled, systemd=True)
+
     def _wait_ready(self, waits):
-        """Poll jlist until each app is fully online and stays so for its settle time; fail on crash loops."""
-        start = time.time()
-        deadline = start + max(s['ready_timeout'] for s, dummy in waits)
+        """PM2: every instance online, the right count, no restart and no newer start time for the settle time."""
+        def settled(name, entry, apps, now):
+            spec = entry['spec']
+            app = apps.get(name)
+            instances = app['instances'] if app else []
+            want = spec.get('instances') or len(self.actual.get(name, {}).get('instances', [])) or 1
+            seen = dict((i['pm_id'], (i['restart_time'], i['pm_uptime'])) for i in instances)
+            if entry['first'] is None:
+                entry['first'] = seen
+            bad = [i for i in instances if i['status'] in ('errored', 'stopped', 'waiting restart')]
+            restarted = [pid for pid, (count, dummy) in seen.items()
+                         if count > entry['first'].get(pid, (count,))[0] or (entry['fresh'] and count > 0)]
+            if bad or restarted:
+                self._fail_unready(name, instances, 'crashed' if restarted else 'not online')
+            ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
+            if not ready:
+                entry['since'] = None
+                return False
+            if entry['since'] is None or set(seen) != set(entry['since'][1]):
+                entry['since'] = (now, seen)
+                return False
+            if any(seen[pid][1] > entry['since'][1][pid][1] for pid in seen):
+                self._fail_unready(name, instances, 'restarted while settling')
+            return (now - entry['since'][0]) * 1000 >= spec['settle_time']
+
         pending = dict((s['name'], {'spec': s, 'fresh': f, 'first': None, 'since': None}) for s, f in waits)
-        while pending:
-            apps = self.runner.jlist()
-            now = time.time()
-            for name in list(pending):
-                entry = pending[name]
-                spec = entry['spec']
-                app = apps.get(name)
-                instances = app['instances'] if app else []
-                want = spec.get('instances') or len(self.actual.get(name, {}).get('instances', [])) or 1
-                seen = dict((i['pm_id'], (i['restart_time'], i['pm_uptime'])) for i in instances)
-                if entry['first'] is None:
-                    entry['first'] = seen
-                bad = [i for i in instances if i['status'] in ('errored', 'stopped', 'waiting restart')]
-                restarted = [pid for pid, (count, dummy) in seen.items()
-                             if count > entry['first'].get(pid, (count,))[0] or (entry['fresh'] and count > 0)]
-                if bad or restarted:
-                    self._fail_unready(name, instances, 'crashed' if restarted else 'not online')
-                ready = len(instances) == want and all(i['status'] == 'online' for i in instances)
-                if not ready:
-                    entry['since'] = None
-                    continue
-                if entry['since'] is None or set(seen) != set(entry['since'][1]):
-                    entry['since'] = (now, seen)
-                    continue
-                if any(seen[pid][1] > entry['since'][1][pid][1] for pid in seen):
-                    self._fail_unready(name, instances, 'restarted while settling')
-                if (now - entry['since'][0]) * 1000 >= spec['settle_time']:
-                    self.state_after[name] = 'online'
-                    del pending[name]
-            if not pending:
-                break
-            if time.time() > deadline:
-                name = sorted(pending)[0]
-                app = apps.get(name)
-                self._fail_unready(name, app['instances'] if app else [], 'not ready within ready_timeout')
-            time.sleep(POLL_INTERVAL)
+        self._poll_ready(pending, self.runner.jlist, settled)
 
     def _fail_unready(self, name, instances, why, systemd=False):
         """Fail with the instances' states and the app's last log lines (error log, else this run's journal)."""
