@@ -12,7 +12,7 @@ GET_PIP      = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(shell sed -n "s
 BUILD       := $(CURDIR)/build
 # ansible-test wants a real copy at ansible_collections/<ns>/<name>; Ansible and Molecule are happy with a link.
 # Outside the work tree: inside it, git marks the copy ignored and ansible-test finds no targets.
-TEST_COPY   := $(HOME)/.cache/nodefleet/ansible-test/ansible_collections/nodefleet/pm2
+TEST_COPY   ?= $(HOME)/.cache/nodefleet/ansible-test-$(notdir $(CURDIR))/ansible_collections/nodefleet/pm2
 COLLECTIONS := $(BUILD)/collections
 PYTHON      ?= python3
 DEBIAN_DEPS := debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git
