@@ -1,0 +1,380 @@
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""pm2_release: unpack a release, activate it (switch current + apply the apps through the pm2_app backend + health),
+put back the last healthy one, or leave the host with no active release. One module call per step, so a deploy costs
+one SSH round trip per step and host."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import shutil
+import time
+import traceback
+
+from ansible_collections.nodefleet.pm2.plugins.module_utils._health import probe_all
+from ansible_collections.nodefleet.pm2.plugins.module_utils._deploy_apps import AppsError, apply_apps, read_apps
+from ansible_collections.nodefleet.pm2.plugins.module_utils._deploy_lock import project_locks
+from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
+    HEALTHY,
+    ReleaseError,
+    ReleaseLayout,
+    format_record,
+    last_outcomes,
+    recorded_apps,
+    releases_to_prune,
+    rollback_target,
+    validate_release_id,
+)
+
+SCOPE_KEYS = ('user', 'pm2_home', 'executable')
+
+
+def free_mb(path: str):
+    """MiB free where path is (or would be created)."""
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize // (1024 * 1024)
+
+
+class ReleaseRun:
+    """One pm2_release call: run() returns the result dict or raises ReleaseError (details in the failure)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.check_mode = module.check_mode
+        self.layout = ReleaseLayout(self.params['path'])
+        self.changed = False
+        self.seconds = {}
+        self.result = {}
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> dict:
+        state = self.params['state']
+        self.result.update(self.snapshot())
+        if self.params['lock_dir'] and self.params['project']:
+            self.result['locks'] = project_locks(self.params['lock_dir'], self.params['project'])
+        getattr(self, '_' + state)()
+        self.result['changed'] = self.changed
+        self.result['seconds'] = dict((k, round(v, 2)) for k, v in self.seconds.items())
+        return self.result
+
+    def snapshot(self) -> dict:
+        history = self.layout.history()
+        current = self.layout.current()
+        on_disk = self.layout.on_disk()
+        target, why = rollback_target(history, current, on_disk)
+        latest = last_outcomes(history)
+        return dict(previous=current, current=current, on_disk=on_disk, leftovers=self.layout.leftovers(),
+                    now=int(time.time()), free_mb=free_mb(self.layout.path),
+                    current_outcome=latest[current]['outcome'] if current in latest else '',
+                    rollback_target=target, rollback_reason=why,
+                    history=[dict((k, r[k]) for k in ('release', 'outcome', 'time', 'run') if k in r) for r in history[-10:]])
+
+    # ------------------------------------------------------------------ state=present
+    def _present(self):
+        release = validate_release_id(self.params['release'])
+        self.result['release'] = release
+        if release in self.result['on_disk']:
+            return
+        self.changed = True
+        if self.check_mode:
+            return
+        src, checksum = self.params['src'], self.params['checksum']
+        if not src:
+            raise ReleaseError('src: release %s is not on the host and no artifact was given' % release, field='src')
+        started = time.time()
+        if checksum:
+            got = self.module.digest_from_file(src, 'sha256')
+            if got != checksum.lower():
+                raise ReleaseError('checksum: the artifact on the host has sha256 %s, expected %s' % (got, checksum),
+                                   field='checksum')
+        uid, gid = self._owner()
+        partial = os.path.join(self.layout.releases_dir, '.%s.partial' % release)
+        for path in (self.layout.path, self.layout.releases_dir, self.layout.shared_dir):
+            if not os.path.isdir(path):
+                os.makedirs(path, 0o755)
+        for name in self.params['shared_dirs']:
+            shared = os.path.join(self.layout.shared_dir, name)
+            if not os.path.isdir(shared):
+                os.makedirs(shared, 0o750)
+                os.chown(shared, uid, gid)
+        if os.path.lexists(partial):
+            shutil.rmtree(partial)
+        os.makedirs(partial, 0o755)
+        try:
+            self._unpack(src, partial, uid, gid)
+            for name in self.params['shared_dirs'] + sorted(self.params['shared_links']):
+                self._replace_with_link(partial, name, self.params['shared_links'].get(name) or os.path.join('..', '..', 'shared', name))
+            os.rename(partial, self.layout.release_dir(release))
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if self.params['remove_src']:
+            os.unlink(src)
+        self.seconds['unpack'] = time.time() - started
+        self.result['on_disk'] = self.layout.on_disk()
+
+    def _owner(self):
+        try:
+            account = pwd.getpwnam(self.params['owner'])
+        except KeyError:
+            raise ReleaseError('owner: no such OS user: %s' % self.params['owner'], field='owner')
+        gid = account.pw_gid
+        if self.params['group']:
+            try:
+                gid = grp.getgrnam(self.params['group']).gr_gid
+            except KeyError:
+                raise ReleaseError('group: no such group: %s' % self.params['group'], field='group')
+        return account.pw_uid, gid
+
+    def _unpack(self, src, dest, uid, gid):
+        # GNU tar refuses members that climb out of dest ('..', absolute paths are made relative).
+        tar = self.module.get_bin_path('tar', required=True)
+        rc, out, err = self.module.run_command([tar, '-xzf', src, '-C', dest, '--no-same-owner', '--no-same-permissions'])
+        if rc != 0:
+            raise ReleaseError('src: unpacking %s failed: %s' % (src, (err or out).strip()[-500:]), field='src')
+        for root, dirs, files in os.walk(dest):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
+        os.lchown(dest, uid, gid)
+
+    @staticmethod
+    def _replace_with_link(release_dir, name, target):
+        path = os.path.join(release_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        if not os.path.isabs(target) and os.sep in name:
+            # shared/<name> seen from a nested path: climb as many levels as the path is deep.
+            target = os.path.join(*(['..'] * name.count(os.sep) + [target]))
+        os.symlink(target, path)
+
+    # ------------------------------------------------------------------ state=active
+    def _active(self):
+        history = self.layout.history()
+        current = self.result['current']
+        release = self.params['release']
+        if not release and self.params['rollback']:
+            release, why = self.result['rollback_target'], self.result['rollback_reason']
+            if not release:
+                raise ReleaseError('release: nothing to roll back to on this host: %s' % why, field='release')
+        release = validate_release_id(release)
+        self.result['release'] = release
+        apps, self.result['apps_from'] = self._apps_for(history, release)
+        present = release in self.result['on_disk']
+        self.result['present'] = present
+        switching = release != current
+        self.result['switched'] = switching
+        if self.params['restore'] and current != release:
+            self._mark_undone(history, current)
+        if self.check_mode:
+            planned = self._plan(apps, release, current)
+            self.result['apps'] = planned['apps']
+            self.changed = switching or any(a['actions'] for a in self.result['apps'])
+            self._diff(current, release, planned.get('diff'))
+            return
+        if not present:
+            raise ReleaseError('release: %s is not in %s' % (release, self.layout.releases_dir), field='release')
+        if switching:
+            self.layout.switch(release)
+            self.changed = True
+        self.result['current'] = release
+        self._apply_and_check(apps, release)
+
+    def _apps_for(self, history, release):
+        """The apps to apply: what the release last ran healthy with when restoring or rolling back, else the input."""
+        if self.params['restore'] or self.params['rollback']:
+            recorded = recorded_apps(history, release)
+            if recorded is not None:
+                return recorded, 'history'
+        if self.params['apps'] is None:
+            raise ReleaseError('apps: needed (no record of what release %s ran with)' % release, field='apps')
+        return self.params['apps'], 'input'
+
+    def _items(self, apps, release):
+        """pm2_app items whose release marker names this release's directory, wherever current points now."""
+        release_dir = self.layout.release_dir(release)
+        return [dict(item, release_path=release_dir) if item.get('script') and item.get('state') != 'absent' else dict(item)
+                for item in apps]
+
+    def _scope(self) -> dict:
+        return dict((k, self.params[k]) for k in SCOPE_KEYS)
+
+    def _plan(self, apps, release, current):
+        if current and os.path.isdir(self.layout.release_dir(current)):
+            return apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=True)
+        # First deploy: nothing runs from this layout yet, every app would start; check what can be checked.
+        self._require_user()
+        missing = [a['env_file'] for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
+        if missing:
+            raise ReleaseError('env_file: %s does not exist or is not a file' % missing[0], field='env_file')
+        return dict(apps=[dict(name=a['name'], action='none' if a.get('state') == 'absent' else 'start',
+                               actions=[] if a.get('state') == 'absent' else ['start'], reasons=['first deploy'],
+                               supervisor=a.get('supervisor', 'pm2'), state=a.get('state', 'started')) for a in apps])
+
+    def _require_user(self):
+        user = self.params['user']
+        if user:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise ReleaseError('user: no such OS user: %s' % user, field='user')
+
+    def _apply_and_check(self, apps, release):
+        started = time.time()
+        try:
+            applied = apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=False)
+        except AppsError as exc:
+            self.seconds['apply'] = time.time() - started
+            self._record(release, 'failed', apps)
+            raise ReleaseError('release %s: %s' % (release, exc), step='apply', **exc.details)
+        self.seconds['apply'] = time.time() - started
+        self.changed = self.changed or applied['changed']
+        self.result['apps'] = applied['apps']
+        checks = self.params['health']
+        started = time.time()
+        health = probe_all(self.module, checks, attempts=self.params['health_attempts'], delay=self.params['health_delay'])
+        self.seconds['health'] = time.time() - started
+        self.result['health'] = health
+        pending = sorted(name for name, h in health.items() if not h['healthy'])
+        self.result['health_pending'] = pending
+        if pending and self.params['health_final']:
+            self._record(release, 'failed', apps)
+            raise ReleaseError('release %s: health check failed: %s' % (
+                release, '; '.join('%s: %s' % (n, health[n]['detail']) for n in pending)), step='health', failed_apps=pending)
+        if pending:
+            return  # the caller waits for these checks where the user can see it, then calls again
+        if self.params['soak'] > 0:
+            self._soak(apps, release, checks)
+        latest = last_outcomes(self.layout.history()).get(release)
+        outcome = 'restored' if self.params['restore'] else 'activated'
+        if self.changed or latest is None or latest['outcome'] not in HEALTHY:
+            self._record(release, outcome, apps)
+            self.changed = True
+        self._prune()
+
+    def _soak(self, apps, release, checks):
+        """Watch health and restarts for soak seconds after activation (a canary batch)."""
+        started = time.time()
+        baseline = self._restarts()
+        while time.time() - started < self.params['soak']:
+            time.sleep(1)
+            health = probe_all(self.module, checks)
+            sick = sorted(n for n, h in health.items() if not h['healthy'])
+            grown = sorted(n for n, count in self._restarts().items() if count > baseline.get(n, count))
+            if sick or grown:
+                self._record(release, 'failed', apps)
+                raise ReleaseError('release %s failed during the %ss canary soak: %s' % (
+                    release, self.params['soak'],
+                    '; '.join(['%s: %s' % (n, health[n]['detail']) for n in sick] + ['%s restarted' % n for n in grown])),
+                    step='soak', failed_apps=sick + grown)
+        self.seconds['soak'] = time.time() - started
+
+    def _restarts(self):
+        apps = read_apps(self.module, self._scope())
+        return dict((name, sum(i['restarts'] for i in app['instances'])) for name, app in apps.items())
+
+    def _mark_undone(self, history, current):
+        """Restoring: record what happened to the release being left, once. Activated by this run (its batch failed
+        elsewhere) -> rolled_back; no record of this run (it never became healthy) -> failed; failed already -> as is."""
+        latest = last_outcomes(history).get(current)
+        if not current or self.check_mode:
+            return
+        if latest and latest.get('run') == self.params['run']:
+            if latest['outcome'] == 'activated':
+                self._record(current, 'rolled_back', latest.get('apps'))
+            return
+        self._record(current, 'failed', None)
+
+    def _record(self, release, outcome, apps):
+        if self.check_mode:
+            return
+        self.layout.record(format_record(release, outcome, self.params['run'], apps))
+        self.result.setdefault('recorded', []).append(dict(release=release, outcome=outcome))
+
+    def _prune(self):
+        keep = self.params['keep']
+        if not keep:
+            return
+        history = self.layout.history()
+        on_disk = self.layout.on_disk()
+        doomed = releases_to_prune(on_disk, history, self.layout.current(), keep)
+        doomed += self.layout.leftovers()
+        for name in doomed:
+            shutil.rmtree(self.layout.release_dir(name), ignore_errors=True)
+        if doomed:
+            self.changed = True
+        self.result['pruned'] = doomed
+
+    def _diff(self, current, release, apps_diff):
+        if self.module._diff:
+            before, after = dict(current=current or None), dict(current=release)
+            if apps_diff:
+                before['apps'], after['apps'] = apps_diff['before'], apps_diff['after']
+            self.result['diff'] = dict(before=before, after=after, before_header='%s (current, apps)' % self.layout.path,
+                                       after_header='%s (current, apps)' % self.layout.path)
+
+    # ------------------------------------------------------------------ state=inactive
+    def _inactive(self):
+        """No active release (a first deploy failed): the listed apps stopped, current removed."""
+        current = self.result['current']
+        self.result['release'] = ''
+        names = [a['name'] for a in (self.params['apps'] or [])]
+        if self.params['restore']:
+            self._mark_undone(self.layout.history(), current)
+        live = read_apps(self.module, self._scope())
+        running = [n for n in names if n in live and any(i['status'] != 'stopped' for i in live[n]['instances'])]
+        self.result['stopped'] = running
+        self.changed = bool(running) or bool(current)
+        if self.check_mode:
+            return
+        if running:
+            try:
+                apply_apps(self.module, self._scope(), [dict(name=n, state='stopped') for n in running], check_mode=False)
+            except AppsError as exc:
+                raise ReleaseError('stopping %s: %s' % (', '.join(running), exc), step='stop', **exc.details)
+        self.layout.unset()
+        self.result['current'] = ''
+
+
+def run_release(module) -> None:
+    """Module edge: run one step, turn domain errors into fail_json."""
+    step = ReleaseRun(module)
+    try:
+        result = step.run()
+    except (ReleaseError, AppsError) as exc:
+        details = dict(getattr(exc, 'details', {}))
+        details.setdefault('step', module.params['state'])
+        module.fail_json(msg=str(exc), changed=step.changed, seconds=step.seconds,
+                         **dict(step.result, **details))
+    except OSError as exc:
+        module.fail_json(msg='%s: %s' % (module.params['path'], exc), exception=traceback.format_exc())
+    module.exit_json(**result)
+
+
+def run_release_info(module) -> None:
+    """pm2_release_info: the layout, history, rollback target and locks of a project, and the apps running."""
+    step = ReleaseRun(module)
+    try:
+        result = step.snapshot()
+        if module.params['lock_dir'] and module.params['project']:
+            result['locks'] = project_locks(module.params['lock_dir'], module.params['project'])
+        result['apps'] = read_apps(module, step._scope())
+    except (ReleaseError, AppsError) as exc:
+        module.fail_json(msg=str(exc), **getattr(exc, 'details', {}))
+    except OSError as exc:
+        module.fail_json(msg='%s: %s' % (module.params['path'], exc))
+    module.exit_json(changed=False, **result)

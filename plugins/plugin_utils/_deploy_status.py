@@ -1,0 +1,65 @@
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this plugin util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The status playbook's fleet table: one row per host and app, from pm2_release_info."""
+
+from __future__ import annotations
+
+import os
+
+COLUMNS = ('host', 'app', 'supervisor', 'online/desired', 'status', 'memory_mb', 'restarts', 'crash_restarts', 'release', 'current')
+
+
+def _release_of(app: dict) -> str:
+    path = app.get('release') or ''
+    return os.path.basename(path.rstrip('/')) if path else ''
+
+
+def status_rows(host: str, inputs: dict, info: dict) -> list[dict]:
+    """Apps of the project on this host: the ones it should run and the ones running anyway."""
+    desired = dict((a['name'], a['instances']) for a in inputs['apps'])
+    project = [item['name'] for item in inputs['items']]
+    running = info.get('apps') or {}
+    current = info.get('current') or ''
+    rows = []
+    for name in project:
+        if name not in desired and name not in running:
+            continue
+        app = running.get(name) or {}
+        procs = app.get('instances') or []
+        statuses = sorted(set(p['status'] for p in procs))
+        release = _release_of(app)
+        rows.append({
+            'host': host, 'app': name, 'supervisor': app.get('supervisor', '-'),
+            'online': app.get('instances_online', 0), 'desired': desired.get(name, 0),
+            'status': ','.join(statuses) if statuses else 'absent',
+            'memory_mb': round(sum(p.get('memory') or 0 for p in procs) / 1048576.0, 1),
+            'restarts': sum(p.get('restarts') or 0 for p in procs),
+            # Restarts PM2 did on its own (crashes, memory limit), not the reloads of deploys.
+            'crash_restarts': sum(p.get('crash_restarts', p.get('unstable_restarts', 0)) or 0 for p in procs),
+            'release': release or '-', 'current': current or '-',
+            'mismatch': bool(release and current and release != current),
+            'locked': name in (info.get('locks') or {}),
+        })
+    return rows
+
+
+def status_table(rows: list[dict]) -> list[str]:
+    table = [list(COLUMNS)]
+    for r in rows:
+        release = r['release'] + (' (current: %s)' % r['current'] if r['mismatch'] else '')
+        table.append([r['host'], r['app'], r['supervisor'], '%s/%s' % (r['online'], r['desired']), r['status'],
+                      str(r['memory_mb']), str(r['restarts']), str(r['crash_restarts']), release, r['current']])
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    lines = ['  '.join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table]
+    mismatched = sorted(set('%s/%s' % (r['host'], r['app']) for r in rows if r['mismatch']))
+    if mismatched:
+        lines.append('not running the release current points to: %s (a deploy reloads them)' % ', '.join(mismatched))
+    locked = sorted(set(r['host'] for r in rows if r['locked']))
+    if locked:
+        lines.append('deploy locks held on: %s (a deploy runs, or one was interrupted)' % ', '.join(locked))
+    return lines
