@@ -27,7 +27,7 @@ APP_KEYS = ('name', 'script', 'exec_mode', 'instances', 'env', 'env_file', 'heal
 HEALTH_KEYS = ('url', 'port', 'path', 'status', 'timeout', 'retries', 'delay', 'command')
 # pm2_app controls the deploy sets itself; an app's pm2: dict must not override them.
 RESERVED_PM2 = ('name', 'script', 'cwd', 'exec_mode', 'instances', 'state', 'supervisor', 'env', 'env_file', 'release_path')
-HOOK_STEPS = ('build', 'ship', 'activate', 'health', 'cleanup')
+HOOK_STEPS = ('build', 'ship', 'activate', 'health')
 
 
 class InputError(Exception):

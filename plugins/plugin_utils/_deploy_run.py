@@ -82,6 +82,10 @@ def source_settings(v: dict) -> dict:
 def hooks(v: dict) -> dict:
     """hook name -> task file ('' when unset). pm2_deploy_{before,after}_switch_* are older names of *_activate_*."""
     found = {}
+    for when in ('before', 'after'):
+        if v.get('pm2_deploy_%s_cleanup_tasks_file' % when):
+            raise InputError('pm2_deploy_%s_cleanup_tasks_file: old releases are now removed by the activation itself; '
+                             'use pm2_deploy_after_activate_tasks_file' % when)
     for step in HOOK_STEPS:
         for when in ('before', 'after'):
             name = 'pm2_deploy_%s_%s_tasks_file' % (when, step)
@@ -215,4 +219,8 @@ def decide(run: dict, hosts: list[str], results: dict, inputs: dict, alive) -> d
             raise InputError('the hosts do not agree on the release to roll back to (%s); name one with '
                              '-e pm2_deploy_rollback_to=<release id>' % ', '.join('%s -> %s' % (h, targets[h]) for h in hosts))
     decision['lock'] = sorted(set(decision['ship']) | set(decision['roll']), key=hosts.index)
+    if run.get('check_mode'):
+        # What a real run would do is reported; no later step runs anywhere.
+        decision['would'] = dict((k, decision[k]) for k in ('ship', 'roll', 'lock'))
+        decision.update(ship=[], roll=[], lock=[])
     return decision

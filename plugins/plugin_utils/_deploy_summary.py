@@ -24,8 +24,9 @@ def host_record(host: str, run: dict, decision: dict, report) -> dict:
     if planned.get('rollback_reason'):
         record['reason'] = planned['rollback_reason']
     if run.get('check_mode'):
-        record['outcome'] = 'would_roll' if host in decision.get('roll', []) else 'unchanged'
-        if host in decision.get('ship', []):
+        would = decision.get('would', {})
+        record['outcome'] = 'would_roll' if host in would.get('roll', []) else 'unchanged'
+        if host in would.get('ship', []):
             record['outcome'] = 'would_ship_and_roll'
         return record
     if host in decision.get('noop', []):

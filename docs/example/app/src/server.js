@@ -4,7 +4,8 @@
 // Sends 'ready' once listening (PM2 wait_ready) and drains on SIGINT: stops accepting, answers in-flight
 // requests with Connection: close, closes idle keep-alive sockets, exits (PM2 kill_timeout is the backstop).
 // release.json is the release's switch: {"version": "...", "crash": true} exits soon after start,
-// {"unhealthy": true} fails /health, {"startup_delay_ms": N} starts slowly.
+// {"unhealthy": true} fails /health, {"startup_delay_ms": N} starts slowly; "crash_services": [...] limits the crash
+// to those services, "crash_stdout": true logs the reason on stdout only (the tests of the deploy's crash reports).
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
@@ -17,9 +18,9 @@ const service = process.env.SERVICE || 'app';
 const port = Number(process.env.PORT || 3000);
 let draining = false;
 
-if (release.crash) {
+if (release.crash && (!release.crash_services || release.crash_services.includes(service))) {
   setTimeout(() => {
-    console.error(`${service}: release ${release.version} is marked crash, exiting`);
+    (release.crash_stdout ? console.log : console.error)(`${service}: release ${release.version} is marked crash, exiting`);
     process.exit(1);
   }, release.crash_after_ms || 500);
 }

@@ -130,3 +130,9 @@ def test_disk_and_rollback_agreement():
                lambda pid: True)
     assert 'do not agree' in str(err.value)
 
+
+
+def test_check_mode_decides_but_no_step_runs():
+    d = decide(dict(RUN, check_mode=True), ['h1'], {'h1': plan(present=False)}, {'h1': host_in()}, lambda pid: True)
+    assert d['ship'] == d['roll'] == d['lock'] == []
+    assert d['would'] == {'ship': ['h1'], 'roll': ['h1'], 'lock': ['h1']}
