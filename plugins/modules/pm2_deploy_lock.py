@@ -15,7 +15,7 @@ description:
   - O(state=present) takes the locks of every app in O(apps), all or nothing. A lock of the project held by another
     run (also one of an app no longer listed) refuses the whole take and is returned in RV(held). Locks older than
     O(ttl), unreadable ones and those whose token is in O(dead_tokens) are taken over and returned in RV(stolen).
-  - O(state=absent) removes every lock of the project that carries O(owner.token); other runs' locks stay.
+  - O(state=absent) removes every lock of the project that carries C(owner.token); other runs' locks stay.
   - The role C(nodefleet.pm2.pm2_deploy) uses it; the C(nodefleet.pm2.pm2_watchdog) role holds off while a lock is held.
 author:
   - nodefleet.pm2 contributors (@nodefleet)

@@ -14,19 +14,19 @@ description:
     C(<path>/shared/) and the activation history C(<path>/.release-history), and applies the project's apps through
     the backend of M(nodefleet.pm2.pm2_app) in the same call, so a deploy step costs one round trip per host.
   - O(state=present) unpacks the artifact O(src) (after checking its O(checksum)) into C(releases/.<id>.partial),
-    links O(shared_dirs) and O(shared_links), then renames it to C(releases/<id>): a release is complete or absent.
+    links O(shared_dirs) and O(shared_links), then renames it to C(releases/<id>), so a release is complete or absent.
   - O(state=active) points C(current) at the release (a new link renamed over the old one), applies O(apps) (reload,
-    scale or recreate; crash loops fail), probes the O(health) checks and records the outcome in the history:
-    V(activated), or V(failed) when the apps or the checks fail (C(current) then still points at the failed release:
+    scale or recreate; crash loops fail), probes the O(health) checks and records the outcome in the history,
+    V(activated), or V(failed) when the apps or the checks fail (C(current) then still points at the failed release;
     put the previous one back with O(restore)).
-  - O(restore=true) goes back after a failed step of this run (O(run)): the release being left is recorded
+  - O(restore=true) goes back after a failed step of this run (O(run)). The release being left is recorded
     V(rolled_back) when it was healthy here, and the release put back gets the apps it last ran healthy with (from
     the history), not O(apps); it is recorded V(restored).
-  - O(rollback=true) without O(release) chooses the release: the newest one whose newest record is healthy, other
+  - O(rollback=true) without O(release) chooses the release, the newest one whose newest record is healthy, other
     than the current one and still on disk (RV(rollback_reason) says why); a release that failed is never chosen.
-  - O(state=inactive) leaves no active release: the listed apps are stopped (still listed, with their logs) and
+  - O(state=inactive) leaves no active release. The listed apps are stopped (still listed, with their logs) and
     C(current) is removed. A first deploy that fails ends so.
-  - In check mode nothing changes and the result says what would: RV(switched), per-app actions in RV(apps)
+  - In check mode nothing changes and the result says what would happen, RV(switched), per-app actions in RV(apps)
     (planned against the target release), RV(present), RV(locks) held on the host.
 author:
   - nodefleet.pm2 contributors (@nodefleet)

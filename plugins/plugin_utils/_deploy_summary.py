@@ -85,9 +85,10 @@ def summary_lines(report: dict) -> list[str]:
     counts = {}
     for r in hosts:
         counts[r['outcome']] = counts.get(r['outcome'], 0) + 1
-    head = 'pm2_deploy %s%s%s: %s' % (report['mode'], ' (check mode: nothing was changed)' if report['check_mode'] else '',
-                                     ' of release %s' % report['release'] if report['release'] else '',
-                                     ', '.join('%d %s' % (n, o.replace('_', ' ')) for o, n in sorted(counts.items())))
+    checking = ' (check mode: nothing was changed)' if report['check_mode'] else ''
+    release = ' of release %s' % report['release'] if report['release'] else ''
+    outcomes = ', '.join('%d %s' % (n, o.replace('_', ' ')) for o, n in sorted(counts.items()))
+    head = 'pm2_deploy %s%s%s: %s' % (report['mode'], checking, release, outcomes)
     rows = [['host', 'from -> to', 'outcome', 'batch', 'seconds', 'apps']]
     for r in hosts:
         rows.append([r['host'], '%s -> %s' % (_short(r['from']), _short(r['to'])), r['outcome'].replace('_', ' '),
@@ -111,7 +112,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.extend('  %s: %s' % (r['host'], n) if not n.startswith('    ') else n for n in notes)
     for b in report['batches']:
         work = b.get('work')
-        lines.append('batch %s (%s): %.1f s%s' % (b['number'], ', '.join(b['hosts']), b['wall'],
-                                                   '' if work is None else ', real work %.1f s, overhead %d%%' % (
-                                                       work, round(100 * (b['wall'] - work) / b['wall']) if b['wall'] else 0)))
+        share = ''
+        if work is not None:
+            overhead = round(100 * (b['wall'] - work) / b['wall']) if b['wall'] else 0
+            share = ', real work %.1f s, overhead %d%%' % (work, overhead)
+        lines.append('batch %s (%s): %.1f s%s' % (b['number'], ', '.join(b['hosts']), b['wall'], share))
     return lines

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: Contributors to the nodefleet.pm2 project
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -30,6 +29,7 @@ def plain(text) -> str:
     """Ansible doc markup to Markdown: O(x) V(x) C(x) -> `x`, B(x) -> **x**, I(x) -> *x*."""
     if isinstance(text, list):
         text = ' '.join(text)
+
     def repl(match):
         kind, inner = match.groups()
         return {'B': '**%s**', 'I': '*%s*'}.get(kind, '`%s`') % inner

@@ -131,7 +131,6 @@ def test_disk_and_rollback_agreement():
     assert 'do not agree' in str(err.value)
 
 
-
 def test_check_mode_decides_but_no_step_runs():
     d = decide(dict(RUN, check_mode=True), ['h1'], {'h1': plan(present=False)}, {'h1': host_in()}, lambda pid: True)
     assert d['ship'] == d['roll'] == d['lock'] == []
