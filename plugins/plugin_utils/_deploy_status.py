@@ -15,7 +15,8 @@ COLUMNS = ('host', 'app', 'supervisor', 'online/desired', 'status', 'memory_mb',
 
 
 def _release_of(app: dict) -> str:
-    path = app.get('release') or ''
+    """The release the processes were started for (their release marker), not where `current` points now."""
+    path = app.get('recorded_release') or app.get('release') or ''
     return os.path.basename(path.rstrip('/')) if path else ''
 
 
