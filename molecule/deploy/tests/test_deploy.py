@@ -9,11 +9,22 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import testinfra.utils.ansible_runner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("prod")
+
+
+def pm2_home(host):
+    """The app user's PM2_HOME on this host: node3's pm2_runtime gives it one of its own (host_vars)."""
+    users = host.ansible.get_variables().get("pm2_runtime_users", [])
+    return next((u.get("pm2_home") for u in users if u["name"] == "app" and u.get("pm2_home")), "/home/app/.pm2")
+
+
+def jlist(host, home=None):
+    return json.loads(host.check_output("runuser -u app -- env PM2_HOME=%s pm2 jlist", home or pm2_home(host)))
 
 
 def test_current_is_a_release_and_the_app_runs_v2(host):
@@ -25,7 +36,7 @@ def test_current_is_a_release_and_the_app_runs_v2(host):
 
 
 def test_topology_singletons(host):
-    apps = json.loads(host.check_output("runuser -u app -- env PM2_HOME=/home/app/.pm2 pm2 jlist"))
+    apps = jlist(host)
     by_name = {}
     for proc in apps:
         by_name.setdefault(proc["name"], []).append(proc)
@@ -59,7 +70,7 @@ def test_systemd_app_runs_the_current_release_and_not_in_pm2(host):
     with host.sudo():
         cwd = host.check_output("readlink /proc/%s/cwd", str(pid))
     assert cwd == "/srv/shop/" + host.check_output("readlink /srv/shop/current")
-    names = {proc["name"] for proc in json.loads(host.check_output("runuser -u app -- env PM2_HOME=/home/app/.pm2 pm2 jlist"))}
+    names = {proc["name"] for proc in jlist(host)}
     assert "notify" not in names
 
 
@@ -69,3 +80,14 @@ def test_status_shows_both_supervisors():
     assert len(notify) == 3
     assert {(r["supervisor"], r["online"], r["desired"]) for r in notify} == {("systemd", 1, 1)}
     assert {r["supervisor"] for r in rows if r["app"] == "api"} == {"pm2"}
+
+
+def test_a_custom_pm2_home_is_deployed_to(host):
+    """node3's daemon lives in /var/lib/app-pm2 (pm2_runtime_users): the deploy ran the apps there, not in ~/.pm2."""
+    if host.backend.get_hostname() != "node3":
+        pytest.skip("only node3 has a PM2_HOME of its own")
+    assert pm2_home(host) == "/var/lib/app-pm2"
+    assert {"api", "device"} <= {proc["name"] for proc in jlist(host)}
+    default_home = "/home/app/.pm2"
+    if host.file(default_home + "/pm2.pid").exists:
+        assert not {"api", "device"} & {proc["name"] for proc in jlist(host, default_home)}
