@@ -1,7 +1,9 @@
 'use strict';
 // A small app for the test fleet. Behaviour comes from behaviour.json beside this file (per release) and env:
-//   version, startup_delay_ms (slow start), crash (exit soon after start), crash_after_ms, unhealthy (/health 503).
+//   version, startup_delay_ms (slow start), crash (exit soon after start), crash_after_ms, crash_stdout (say why on
+//   stdout only, as many apps do), unhealthy (/health 503).
 //   APP_ALLOCATE_MB in env: allocate and hold that much memory (memory limit tests).
+//   APP_TOUCH_FILE in env: write that file once listening (in a directory PM2 watches: a restart loop caused by watch).
 // GET /health, GET /env (only APP_* and NODEFLEET_* keys, for tests), GET / (pid, release, version, instance).
 // Sends 'ready' after listen (wait_ready) and drains on SIGINT, as docs/zero-downtime.md asks of real apps.
 const fs = require('fs');
@@ -22,7 +24,7 @@ if (process.env.APP_ALLOCATE_MB) {
 
 if (behaviour.crash) {
   setTimeout(() => {
-    console.error(`crashing on purpose: release ${behaviour.version} is marked crash`);
+    (behaviour.crash_stdout ? console.log : console.error)(`crashing on purpose: release ${behaviour.version} is marked crash`);
     process.exit(1);
   }, behaviour.crash_after_ms || 100);
 }
@@ -53,6 +55,7 @@ server.keepAliveTimeout = 2000;
 setTimeout(() => {
   server.listen(port, () => {
     console.log(`listening on ${port} (release ${behaviour.version || '-'})`);
+    if (process.env.APP_TOUCH_FILE) fs.writeFileSync(process.env.APP_TOUCH_FILE, `${process.pid}\n`);
     if (process.send) process.send('ready');
   });
 }, behaviour.startup_delay_ms || 0);
