@@ -18,6 +18,7 @@ import re
 from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._common import SpecError
+from ansible_collections.nodefleet.pm2.plugins.module_utils._health import HEALTH_ARGSPEC
 
 STATES = ('present', 'started', 'stopped', 'restarted', 'reloaded', 'absent')
 SUPERVISORS = ('pm2', 'systemd')
@@ -59,7 +60,7 @@ class AppOption:
     """One app option.
 
     kind: str, path, int, bool, list (of str), dict, choice, or a value PM2 parses itself: instances, watch, size,
-    duration (raw in the argument spec).
+    duration (raw in the argument spec); health (a dict, _health.HEALTH_ARGSPEC).
     pm2: handed to PM2 in the ecosystem file and recorded (hashed) in the app's fingerprint; the others are this
     collection's own controls.
     systemd: 'ok', 'ignored' (accepted and reported: PM2's own logging and ready signal) or why it is refused;
@@ -104,6 +105,7 @@ _ARGSPEC_TYPES = {
     'str': {'type': 'str'}, 'choice': {'type': 'str'}, 'path': {'type': 'path'}, 'int': {'type': 'int'},
     'bool': {'type': 'bool'}, 'list': {'type': 'list', 'elements': 'str'}, 'dict': {'type': 'dict'},
     'instances': {'type': 'raw'}, 'watch': {'type': 'raw'}, 'size': {'type': 'raw'}, 'duration': {'type': 'raw'},
+    'health': {'type': 'dict', 'options': HEALTH_ARGSPEC},
 }
 _WATCH = 'file watching is a PM2 development feature; use PM2 for this app'
 _LOGGING = 'ignored'  # journald stamps every line; readiness is active + stays active + the deploy's health check
@@ -148,6 +150,7 @@ OPTIONS = (
     AppOption('release_path', 'path', imported=False),
     AppOption('settle_time', 'int', imported=False, by_name=True),
     AppOption('ready_timeout', 'int', imported=False, by_name=True),
+    AppOption('health', 'health', imported=False, by_name=True),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 PM2_FIELDS = tuple(o.name for o in OPTIONS if o.pm2)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._common import Pm2Error, SpecError, file_size
+from ansible_collections.nodefleet.pm2.plugins.module_utils._health import probe
 from ansible_collections.nodefleet.pm2.plugins.module_utils._options import OPTIONS, pm2_app_argument_spec
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import Pm2Runner, env_digest
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_supervisor import Pm2Supervisor
@@ -39,8 +40,11 @@ def run_pm2_app(module: Any, params: Dict[str, Any], check_mode: bool, diff: Opt
     - ``module``: the calling AnsibleModule (run_command, get_bin_path, warn; never exit_json/fail_json here).
     - ``params``: pm2_app's options as a dict (``apps`` or ``name`` + app options, ``user``, ``pm2_home``,
       ``executable``, ``save``); validated and defaulted here against pm2_app's argument spec.
-    - ``check_mode``: plan only, change nothing (as pm2_app in check mode). ``diff``: add ``diff`` (before/after per
-      app) to the result; default ``module._diff``.
+    - ``check_mode``: plan only, change nothing and probe nothing (as pm2_app in check mode). ``diff``: add ``diff``
+      (before/after per app) to the result; default ``module._diff``.
+    - Outside check mode: applies the plan, waits until every acted-on app is ready, then runs the ``health`` check
+      of every app that should run (also when nothing changed), all before it returns.
+
     - Returns exactly pm2_app's result: ``changed``, ``apps`` (per app ``name``, ``action``, ``actions``,
       ``reasons``, ``state``, ``supervisor``, ``status``), ``action``/``reasons`` in the single-app form,
       ``pm2_calls``, ``systemctl_calls`` and ``diff`` when asked.
@@ -168,11 +172,21 @@ class AppRun:
         files_changed = any(s.ensure_files(self.specs) for s in self.supervisors)
         acting = any(p['actions'] for p in self.plans)
         self.changed = files_changed or acting
-        if acting and not self.check_mode:
-            self._apply()
+        if self.check_mode:
+            return  # no change, and no probe either
+        waiting = self._apply() if acting else []
+        failures = self.wait(waiting)
+        for supervisor in self.supervisors:
+            supervisor.record(waiting)
+        failures = failures or self.check_health()
+        if failures:
+            raise failure_error(failures)
+        if acting:
+            for supervisor in self.supervisors:
+                supervisor.finish()
 
-    # ------------------------------------------------------------- apply and wait
-    def _apply(self) -> None:
+    # ------------------------------------------------------------- apply, wait, health
+    def _apply(self) -> List[Waiting]:
         self.applied_at = time.time()
         self.log_offsets = {path: file_size(path) for s in self.supervisors for path in s.log_files()}
         by_name = {s['name']: s for s in self.specs}
@@ -193,13 +207,7 @@ class AppRun:
         finally:
             for supervisor in self.supervisors:
                 supervisor.end_apply()
-        failures = self.wait(waiting)
-        for supervisor in self.supervisors:
-            supervisor.record(waiting)
-        if failures:
-            raise failure_error(failures)
-        for supervisor in self.supervisors:
-            supervisor.finish()
+        return waiting
 
     def wait(self, entries: List[Waiting]) -> List[Dict[str, Any]]:
         """One readiness loop for both supervisors: poll every pending app at once until its supervisor says it is
@@ -229,7 +237,26 @@ class AppRun:
                 time.sleep(POLL_INTERVAL)
         return failures
 
+    def check_health(self) -> List[Dict[str, Any]]:
+        """The health check of every app that should run, once every app is ready; each failure with the check's last
+        answer and the app's state and log tails."""
+        failures = []
+        for spec in self.specs:
+            if not spec['health'] or spec['state'] not in ('started', 'restarted', 'reloaded'):
+                continue
+            problem = probe(self.module, spec['health'])
+            if problem:
+                supervisor = self.supervisor(spec['supervisor'])
+                entry = Waiting(spec, supervisor)
+                entry.app = supervisor.poll([spec['name']]).get(spec['name'])
+                failure = supervisor.failure(entry, 'failed its health check')
+                failure['reason'] = [problem] + failure['reason']
+                failures.append(failure)
+                self.status_after[spec['name']] = 'unhealthy'
+        return failures
+
     # ------------------------------------------------------------- result and diff
+
     def _calls(self) -> Dict[str, int]:
         return {'pm2_calls': self.runner.calls if self.runner else 0,
                 'systemctl_calls': self.systemd.calls if self.systemd else 0}

@@ -19,6 +19,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._common import SpecError
+from ansible_collections.nodefleet.pm2.plugins.module_utils._health import normalise_health
 from ansible_collections.nodefleet.pm2.plugins.module_utils._options import (
     BY_NAME,
     OPTIONS,
@@ -163,6 +164,7 @@ def _controls(params: Dict[str, Any]) -> Spec:
     for field in ('settle_time', 'ready_timeout'):
         _convert(field, params.get(field), None)
     spec['ready_timeout'] = params.get('ready_timeout') or DEFAULT_READY_TIMEOUT
+    spec['health'] = normalise_health(params.get('health'))
     return spec
 
 

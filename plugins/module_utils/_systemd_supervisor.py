@@ -183,8 +183,8 @@ class SystemdSupervisor(Supervisor):
         rows = [{'label': instance_unit(entry.name, i['pm_id']), 'word': instance_word(i, i['restart_time']),
                  'restarts': i['restart_time']} for i in instances]
         units = [instance_unit(entry.name, i['pm_id']) for i in instances] or [instance_unit(entry.name, 0)]
-        # This run's lines only: since the actions began (a second of slack for clock granularity).
-        journal = self.runner.journal(units, 4 * LOG_LINES, self.run.applied_at - 1)
+        # This run's lines only: since the actions began (a second of slack for clock granularity); all when none ran.
+        journal = self.runner.journal(units, 4 * LOG_LINES, self.run.applied_at - 1 if self.run.applied_at else None)
         logs = self.log_tails(instances) or {'journal (stdout, stderr and systemd)': [line for _own, line in journal][-LOG_LINES:]}
         reason = squeeze([line for own, line in journal if own])
         return describe(entry.name, 'systemd', why, rows, reason, logs)

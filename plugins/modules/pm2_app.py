@@ -214,6 +214,45 @@ options:
       ready_timeout:
         description: Seconds to wait for the app to be online and settled after an action. Default 60.
         type: int
+      health:
+        description:
+          - A health check the app must pass once every app of the call is ready, in the same module call - an HTTP request
+            (O(apps[].health.url), or O(apps[].health.port) + O(apps[].health.path) on 127.0.0.1) answered with
+            O(apps[].health.status), or a command that exits 0. The same fields and defaults as C(pm2_deploy_apps[].health).
+          - Checked on every run outside check mode (also when nothing changed) for apps with state V(started),
+            V(restarted) or V(reloaded); check mode never probes.
+          - A failing check fails the task naming the app, with the check's last answer or error and the app's log tails
+            (RV(failures)); a failed run does not C(pm2 save).
+          - Not handed to PM2 or systemd; changing it changes nothing on the host.
+        type: dict
+        suboptions:
+          url:
+            description: URL to GET (C(http://) or C(https://)).
+            type: str
+          port:
+            description: Port on 127.0.0.1 to GET O(apps[].health.path) from.
+            type: int
+          path:
+            description: Path for O(apps[].health.port). Default V(/health).
+            type: str
+          status:
+            description: HTTP status that means healthy. Default 200.
+            type: int
+          timeout:
+            description: Seconds one request may take. Default 5.
+            type: int
+          retries:
+            description: Further attempts after the first one fails. Default 15.
+            type: int
+          delay:
+            description: Seconds between attempts. Default 1.
+            type: int
+          command:
+            description:
+              - Command that exits 0 when the app is healthy; split into words like a shell would, but run without a shell,
+                as the user the module runs as.
+            type: str
+
   <<: *app_options
   save:
     description:
@@ -287,7 +326,23 @@ EXAMPLES = r"""
     user: point-tron
   become: true
 
+- name: Deploy step in one call - converge, wait until ready, then check health
+  nodefleet.pm2.pm2_app:
+    user: deploy
+    apps:
+      - name: api
+        script: /srv/api/current/dist/main.js
+        cwd: /srv/api/current
+        exec_mode: cluster
+        instances: 2
+        health: {port: 3000, path: /ready, retries: 10, delay: 2}
+      - name: worker
+        script: /srv/worker/current/worker.js
+        health: {command: /srv/worker/current/bin/healthcheck --quick}
+  become: true
+
 - name: Restart an existing app by name (in the PM2 daemon of user deploy)
+
   nodefleet.pm2.pm2_app:
     name: worker
     state: restarted
@@ -336,7 +391,7 @@ apps:
     status:
       description:
         - Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails
-          (V(crashed), V(not online), ...), or the current status in check mode.
+          (V(crashed), V(not online), ..., V(unhealthy) for a failed health check), or the current status in check mode.
       type: str
       sample: online
 action:
@@ -403,7 +458,7 @@ failures:
       description: V(PM2) or V(systemd).
       type: str
     why:
-      description: V(crashed), V(not online), V(restarted while settling) or V(not ready within ready_timeout).
+      description: V(crashed), V(not online), V(restarted while settling), V(not ready within ready_timeout) or V(failed its health check).
       type: str
     status:
       description: Per instance, what it really is (PM2 shows a crash-looping process as online between two crashes).
@@ -416,6 +471,8 @@ failures:
         - The supervisor's own lines about the app since the action, repeats counted - for PM2 from C($PM2_HOME/pm2.log)
           (exit codes, C(Change detected on path ... restarting), memory limit, too many unstable restarts); for systemd
           its journal lines about the units.
+        - "For a failed health check, first the check's last answer or error (for example
+          C(GET http://127.0.0.1:3000/health: HTTP 503 'db down' after 16 attempts))."
       type: list
       elements: str
     logs:

@@ -57,14 +57,14 @@ class FakePm2:
 
     # ------------------------------------------------------------- the process list
     def add(self, name, script='/srv/web/current/server.js', cwd='/srv/web/current', instances=1, mode='fork', env=None,
-            status='online', restart_time=0, namespace='default'):
+            status='online', restart_time=0, namespace='default', out=None, err=None):
         for dummy in range(instances):
             self.procs.append(dict(name=name, pm_id=self.next_id, pid=self.next_pid if status == 'online' else 0,
                                    status=status, restart_time=restart_time, unstable_restarts=0,
                                    pm_uptime=int(time.time() * 1000), script=script, cwd=cwd, mode=mode,
                                    namespace=namespace, env=dict(env or {}),
-                                   out=os.path.join(self.home, 'logs', '%s-out.log' % name),
-                                   err=os.path.join(self.home, 'logs', '%s-error.log' % name)))
+                                   out=out or os.path.join(self.home, 'logs', '%s-out.log' % name),
+                                   err=err or os.path.join(self.home, 'logs', '%s-error.log' % name)))
             self.next_id += 1
             self.next_pid += 1
 
@@ -128,7 +128,7 @@ class FakePm2:
         if self.named(app['name']):
             return 1, '', '[PM2][ERROR] Script already launched'
         self.add(app['name'], app['script'], app.get('cwd'), app['instances'], app.get('exec_mode', 'fork'), app['env'],
-                 namespace=app.get('namespace') or 'default')
+                 namespace=app.get('namespace') or 'default', out=app.get('out_file'), err=app.get('error_file'))
         return 0, '', ''
 
     def __call__(self, argv):
@@ -251,13 +251,18 @@ class FakeHost:
         self.pm2 = FakePm2(self.pm2_home)
         self.systemd = FakeSystemd(self.root)
         self.fake_module = fake_module
+        self.commands = []
+        self.command_results = []
 
     def handler(self, argv):
         if argv[0] == '/usr/bin/systemctl':
             return self.systemd.systemctl(argv[1:])
         if argv[0] == '/usr/bin/journalctl':
             return self.systemd.journalctl(argv[1:])
-        return self.pm2(argv)
+        if '/opt/node/bin/pm2' in argv:
+            return self.pm2(argv)
+        self.commands.append(argv)  # a health check command
+        return self.command_results.pop(0) if self.command_results else (0, 'ok', '')
 
     def params(self, **params):
         base = dict(name=None, apps=None, save=True, executable=None, pm2_home=self.pm2_home, user=None)
