@@ -73,8 +73,13 @@ sanity: deps test-copy  ## ansible-test sanity (no ignore entries)
 	@if ls tests/sanity/ignore-*.txt >/dev/null 2>&1; then echo "tests/sanity/ignore-*.txt must not exist" >&2; exit 1; fi
 	cd $(TEST_COPY) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
-units: deps test-copy  ## ansible-test units
-	cd $(TEST_COPY) && $(BIN)/ansible-test units --venv --python 3.11 --color no
+units: deps test-copy  ## ansible-test units, then line coverage of plugins/ with floors that fail the run (tests/unit/coverage_floors.py)
+	cd $(TEST_COPY) && $(BIN)/ansible-test units --venv --python 3.11 --color no --coverage
+	mkdir -p $(BUILD)
+	cd $(TEST_COPY) && $(BIN)/ansible-test coverage report --venv --python 3.11 --color no --all --include 'plugins/*' \
+	  | tee $(BUILD)/units-coverage.txt
+	$(BIN)/python tests/unit/coverage_floors.py $(BUILD)/units-coverage.txt
+
 
 fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardown)
 	rc=0; $(BIN)/pytest -p no:cacheprovider tests/fleet || rc=$$?; \

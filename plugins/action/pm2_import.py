@@ -7,22 +7,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.parameters import remove_values
 from ansible.parsing.vault import VaultLib, get_file_vault_secret
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._ecosystem import (
-    EcosystemError,
-    load_ecosystem,
-    output_files,
-    plan_import,
-    redact_text,
-    secret_values,
-    yaml,
-)
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import EcosystemError, atomic_write
+from ansible_collections.nodefleet.pm2.plugins.module_utils._ecosystem import load_ecosystem
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_plan import plan_import
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_render import output_files, secret_values, yaml
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_secrets import redact_text
 
 ARGUMENT_SPEC = dict(
     src=dict(type='path', required=True),
@@ -50,7 +45,7 @@ class ActionModule(ActionBase):
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
-        super(ActionModule, self).run(tmp, task_vars)
+        super().run(tmp, task_vars)
         validation, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         masked = set(validation._no_log_values)
         result = dict(changed=False)
@@ -94,15 +89,7 @@ class ActionModule(ActionBase):
             raise ImportFailure('%s holds secret-looking values (%s); give vault_password_file to encrypt them' % (
                 src, ', '.join('%s.%s' % (s['app'], s['key']) for s in plan['secrets'])))
 
-        same, differ = [], []
-        for rel, (text, encrypt) in sorted(files.items()):
-            target = os.path.join(dest, rel)
-            if not os.path.lexists(target):
-                continue
-            (same if self._same(target, text, encrypt, vault) else differ).append(target)
-        if differ and not params['force']:
-            raise ImportFailure('refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
-
+        same = self._unchanged(files, dest, vault, params['force'])
         written = []
         for rel, (text, encrypt) in sorted(files.items()):
             target = os.path.join(dest, rel)
@@ -113,7 +100,21 @@ class ActionModule(ActionBase):
                 continue
             data = vault[0].encrypt(text, vault[1], vault_id=params['vault_id']) if encrypt else text.encode('utf-8')
             self._write(target, data, 0o600 if encrypt else 0o644)
+        return self._summary(src, dest, files, written, plan)
 
+    def _unchanged(self, files, dest, vault, force):
+        """The output files already there with the same content; refuses to overwrite others unless forced."""
+        same, differ = [], []
+        for rel, (text, encrypt) in sorted(files.items()):
+            target = os.path.join(dest, rel)
+            if not os.path.lexists(target):
+                continue
+            (same if self._same(target, text, encrypt, vault) else differ).append(target)
+        if differ and not force:
+            raise ImportFailure('refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
+        return same
+
+    def _summary(self, src, dest, files, written, plan):
         summary = dict(
             changed=bool(written),
             src=src,
@@ -124,7 +125,8 @@ class ActionModule(ActionBase):
             groups=sorted(plan['groups']),
             renamed=plan['renamed'],
             unmapped=plan['unmapped'],
-            secrets_moved=[dict((k, s[k]) for k in ('app', 'key', 'var', 'reason', 'groups')) for s in plan['secrets']],
+            secrets_moved=[{k: s[k] for k in ('app', 'key', 'var', 'reason', 'groups')} for s in plan['secrets']],
+
             notes=plan['notes'],
         )
         summary['msg'] = '%d app(s), %d group(s), %d secret(s) moved to vault, %d key(s) not imported; %s' % (
@@ -150,15 +152,5 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _write(target, data, mode):
-        directory = os.path.dirname(target)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.pm2_import.')
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, 'wb') as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        atomic_write(target, data, mode)

@@ -5,63 +5,48 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""The pm2_app and pm2_info backends as functions, for modules that apply or read apps as one step of their own
-(pm2_release): same planning, actions, readiness checks and failure reports as the modules."""
+"""The pm2_app and pm2_info backends as one step of another module (pm2_release): same planning, actions,
+readiness checks and crash reports, with pm2_app's failure turned into per-app report lines for the deploy."""
 
 from __future__ import annotations
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import Pm2Error, Pm2Runner
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import (
-    APP_OPTIONS,
-    Pm2AppModule,
-    Pm2InfoModule,
-)
-from ansible_collections.nodefleet.pm2.plugins.module_utils._systemd import SystemdRunner
+from typing import Any, Dict, List
+
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import Pm2Error
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import run_pm2_app
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_info import read_apps as read_pm2_info
 
 
 class AppsError(Exception):
-    def __init__(self, msg: str, **details):
+    def __init__(self, msg: str, **details: Any) -> None:
         super().__init__(msg)
         self.details = details
 
 
-class _View:
-    """The caller's AnsibleModule with other params and check mode, as the backends read them."""
-
-    def __init__(self, module, params: dict, check_mode: bool):
-        self._module = module
-        self.params = params
-        self.check_mode = check_mode
-        self._diff = module._diff
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
+def report_lines(failure: Dict[str, Any]) -> List[str]:
+    """One crashed app, as the deploy's summary shows it: status and restarts, PM2's reason, the log tails."""
+    lines = ['%s %s; %d restarts since the action' % (failure['why'], failure['status'], failure['restarts'])]
+    lines += ['%s: %s' % (failure['supervisor'], line) for line in failure.get('reason') or []]
+    for title, tail in (failure.get('logs') or {}).items():
+        lines.append('%s:%s' % (title, '' if tail else ' (nothing written)'))
+        lines += ['  ' + line for line in tail]
+    return lines
 
 
-def _run(backend_class, module, params: dict, check_mode: bool):
-    backend = backend_class(_View(module, params, check_mode))
-    backend.runner = Pm2Runner(backend.module, **dict((k, params.get(k)) for k in ('executable', 'pm2_home', 'user')))
-    backend.systemd = SystemdRunner(backend.module)
+def apply_apps(module: Any, scope: Dict[str, Any], items: List[Dict[str, Any]], check_mode: bool) -> Dict[str, Any]:
+    """What nodefleet.pm2.pm2_app returns for apps=items; its failure as AppsError with log_tails per app."""
     try:
-        backend._execute()
+        return run_pm2_app(module, dict(scope, apps=items, save=True), check_mode)
     except Pm2Error as exc:
         details = dict(exc.details)
-        details.update(backend._result())
+        failures = details.pop('failures', None) or []
+        details['log_tails'] = dict((f['app'], report_lines(f)) for f in failures)
         raise AppsError(str(exc), **details)
-    result = backend._result()
-    result['changed'] = backend.changed
-    if backend.module._diff and backend_class is Pm2AppModule:
-        result['diff'] = backend.diff()
-    return result
 
 
-def apply_apps(module, scope: dict, items: list, check_mode: bool) -> dict:
-    """What nodefleet.pm2.pm2_app returns for apps=items (changed, apps: name/action/actions/reasons/status)."""
-    params = dict((key, None) for key in APP_OPTIONS)
-    params.update(scope, apps=items, save=True, state='started', exec_mode='fork', supervisor='pm2')
-    return _run(Pm2AppModule, module, params, check_mode)
-
-
-def read_apps(module, scope: dict) -> dict:
+def read_apps(module: Any, scope: Dict[str, Any]) -> Dict[str, Any]:
     """What nodefleet.pm2.pm2_info returns as apps (never starts a PM2 daemon)."""
-    return _run(Pm2InfoModule, module, dict(scope, name=None), True)['apps']
+    try:
+        return read_pm2_info(module, dict(scope, name=None))['apps']
+    except Pm2Error as exc:
+        raise AppsError(str(exc), **exc.details)

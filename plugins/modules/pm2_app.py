@@ -14,8 +14,9 @@ description:
     per call and the least disruptive PM2 action that reaches it (see the action table in C(docs/modules/pm2_app.md)).
   - Applications are started from a generated ecosystem JSON file (mode V(0600), removed after use), so arguments and
     environment values never pass through a shell or the command line.
-  - After an action the module watches the application until every instance is online and stays online for
-    O(settle_time); a crash-looping application fails the task even though PM2 reports success.
+  - After an action the module watches the application until every instance is online with a process and stays online
+    for O(settle_time); a crash-looping application fails the task even though PM2 reports success. Every application of
+    the call is watched to its end, and the failure names each one that did not become ready (RV(failures)).
   - Secrets belong in O(env_file), which a small Node.js preload reads at every process start; they never enter PM2's
     process list, dump file or command lines. O(env) values are visible to anyone who can run C(pm2 jlist).
   - With O(apps[].supervisor=systemd) the same options drive a systemd template unit instead (see
@@ -55,6 +56,9 @@ options:
           - Application name in PM2. Required (at top level unless O(apps) is used, and in every item of O(apps)).
           - Must match C(^[a-z0-9][a-z0-9.-]*$), must not be purely numeric, not V(all), at most 100 characters and not
             equal to a PM2 namespace, so PM2 can never read it as an id, an option or a group.
+          - Must not contain C(.json), C(.yml), C(.yaml), C(.config.js), C(.config.cjs) or C(.config.mjs), nor end in C(.js),
+            C(.cjs) or C(.mjs), because PM2 reads such an argument as an ecosystem file or a script (a file in the app user's
+            home could be run or acted on). The error names the field.
         type: str
       state:
         description:
@@ -111,6 +115,7 @@ options:
         description:
           - Number of processes; a positive integer, V(max) for one per CPU, or a negative integer for all CPUs but that
             many (at least 1). Default 1.
+          - At most 128, or the number of CPUs when that is more.
           - Changed with C(pm2 scale) without restarting the running processes.
         type: raw
       exec_mode:
@@ -209,6 +214,45 @@ options:
       ready_timeout:
         description: Seconds to wait for the app to be online and settled after an action. Default 60.
         type: int
+      health:
+        description:
+          - A health check the app must pass once every app of the call is ready, in the same module call - an HTTP request
+            (O(apps[].health.url), or O(apps[].health.port) + O(apps[].health.path) on 127.0.0.1) answered with
+            O(apps[].health.status), or a command that exits 0. The same fields and defaults as C(pm2_deploy_apps[].health).
+          - Checked on every run outside check mode (also when nothing changed) for apps with state V(started),
+            V(restarted) or V(reloaded); check mode never probes.
+          - A failing check fails the task naming the app, with the check's last answer or error and the app's log tails
+            (RV(failures)); a failed run does not C(pm2 save).
+          - Not handed to PM2 or systemd; changing it changes nothing on the host.
+        type: dict
+        suboptions:
+          url:
+            description: URL to GET (C(http://) or C(https://)).
+            type: str
+          port:
+            description: Port on 127.0.0.1 to GET O(apps[].health.path) from.
+            type: int
+          path:
+            description: Path for O(apps[].health.port). Default V(/health).
+            type: str
+          status:
+            description: HTTP status that means healthy. Default 200.
+            type: int
+          timeout:
+            description: Seconds one request may take. Default 5.
+            type: int
+          retries:
+            description: Further attempts after the first one fails. Default 15.
+            type: int
+          delay:
+            description: Seconds between attempts. Default 1.
+            type: int
+          command:
+            description:
+              - Command that exits 0 when the app is healthy; split into words like a shell would, but run without a shell,
+                as the user the module runs as.
+            type: str
+
   <<: *app_options
   save:
     description:
@@ -221,6 +265,13 @@ notes:
     O(env) variables, ...) are applied with C(pm2 delete) and C(pm2 start), which is a short outage for that app.
   - A fork-mode reload is a restart. Only a cluster app reloads without downtime, and only when it listens quickly or
     uses O(apps[].wait_ready) with a suitable O(apps[].listen_timeout).
+  - PM2 commands name an app's processes by their PM2 ids (as read by C(pm2 jlist) in the same run) and never by a
+    form PM2 could read as a file; C(pm2 reload) and C(pm2 scale) take the validated name.
+  - Every instance is compared with the wanted release (C(NODEFLEET_RELEASE) of each process), so an app whose
+    instances run different releases (an interrupted reload) is reloaded.
+  - After each action the module records the restart count of the app's processes in C($PM2_HOME/nodefleet/restarts.json),
+    so M(nodefleet.pm2.pm2_info) tells the restarts it caused (reloads) from crashes.
+
 seealso:
   - module: nodefleet.pm2.pm2_info
 """
@@ -275,10 +326,28 @@ EXAMPLES = r"""
     user: point-tron
   become: true
 
-- name: Restart an existing app by name
+- name: Deploy step in one call - converge, wait until ready, then check health
+  nodefleet.pm2.pm2_app:
+    user: deploy
+    apps:
+      - name: api
+        script: /srv/api/current/dist/main.js
+        cwd: /srv/api/current
+        exec_mode: cluster
+        instances: 2
+        health: {port: 3000, path: /ready, retries: 10, delay: 2}
+      - name: worker
+        script: /srv/worker/current/worker.js
+        health: {command: /srv/worker/current/bin/healthcheck --quick}
+  become: true
+
+- name: Restart an existing app by name (in the PM2 daemon of user deploy)
+
   nodefleet.pm2.pm2_app:
     name: worker
     state: restarted
+    user: deploy
+  become: true
 """
 
 RETURN = r"""
@@ -322,7 +391,7 @@ apps:
     status:
       description:
         - Status after the run (V(online), V(stopped), V(absent), ...), why it is not ready when the task fails
-          (V(crashed), V(not online), ...), or the current status in check mode.
+          (V(crashed), V(not online), ..., V(unhealthy) for a failed health check), or the current status in check mode.
       type: str
       sample: online
 action:
@@ -346,21 +415,103 @@ systemctl_calls:
   returned: always
   type: int
   sample: 0
+field:
+  description: The option at fault (V(name), V(instances), V(env_file), ...; V(options) for a wrong combination of options).
+  returned: on failure, for bad input
+  type: str
+  sample: instances
+app:
+  description:
+    - The app the failure is about. For bad input in O(apps), the app's name (or C(number N of apps) for an item without
+      one). When apps did not become ready, the first of them (all are in RV(failures)).
+  returned: on failure, when it is about one app
+  type: str
+  sample: web
+status:
+  description: The instances of RV(app) as the supervisor left them, for example V(pm_id 3 crash-looping (online between restarts)).
+  returned: on failure, when an app did not become ready
+  type: str
+  sample: pm_id 3 errored, pm_id 4 online
+restarts:
+  description: Restarts of RV(app)'s instances since the action (systemd counts automatic restarts since the start it was asked for).
+  returned: on failure, when an app did not become ready
+  type: int
+  sample: 4
+log_tail:
+  description: The last lines RV(app) wrote in this run (its stderr log, then its stdout log; or this run's journal lines).
+  returned: on failure, when an app did not become ready
+  type: list
+  elements: str
+  sample: ['Error: listen EADDRINUSE: address already in use :::3000']
+failures:
+  description:
+    - Every app that did not become ready, in the order they failed; each one's block is in C(msg) too.
+    - Each app's log lines are bounded (10 per stream, 300 characters per line), so one app never hides another.
+  returned: on failure, when an app did not become ready
+  type: list
+  elements: dict
+  contains:
+    app:
+      description: Application name.
+      type: str
+    supervisor:
+      description: V(PM2) or V(systemd).
+      type: str
+    why:
+      description: V(crashed), V(not online), V(restarted while settling), V(not ready within ready_timeout) or V(failed its health check).
+      type: str
+    status:
+      description: Per instance, what it really is (PM2 shows a crash-looping process as online between two crashes).
+      type: str
+    restarts:
+      description: Restarts since the action, all instances together.
+      type: int
+    reason:
+      description:
+        - The supervisor's own lines about the app since the action, repeats counted - for PM2 from C($PM2_HOME/pm2.log)
+          (exit codes, C(Change detected on path ... restarting), memory limit, too many unstable restarts); for systemd
+          its journal lines about the units.
+        - "For a failed health check, first the check's last answer or error (for example
+          C(GET http://127.0.0.1:3000/health: HTTP 503 'db down' after 16 attempts))."
+      type: list
+      elements: str
+    logs:
+      description:
+        - Per log (C(stderr (path)), C(stdout (path)), or C(journal (stdout, stderr and systemd))), its last lines written
+          in this run where the module knew the file before the action, else its last lines.
+      type: dict
+rc:
+  description: Exit code of the C(pm2) or C(systemctl) command that failed.
+  returned: on failure of a command
+  type: int
+  sample: 1
+stdout:
+  description: Its standard output (last 2000 characters).
+  returned: on failure of a command
+  type: str
+stderr:
+  description: Its standard error (last 2000 characters).
+  returned: on failure of a command
+  type: str
+  sample: '[PM2][ERROR] Process or Namespace web not found'
 """
+
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import Pm2AppModule, pm2_app_argument_spec
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import exit_with
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import pm2_app_argument_spec
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, run_pm2_app
 
 
 def main():
     module = AnsibleModule(
         argument_spec=pm2_app_argument_spec(),
-        mutually_exclusive=[('name', 'apps')],
-        required_one_of=[('name', 'apps')],
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_one_of=REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    Pm2AppModule(module).execute()
+    exit_with(module, lambda: run_pm2_app(module, module.params, module.check_mode))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,10 @@ description:
   - Also lists the apps M(nodefleet.pm2.pm2_app) runs under systemd as O(user) (units C(nodefleet-<name>@.service)), in
     the same shape, each instance being one unit instance; RV(apps.supervisor) tells them apart.
   - PM2 modules (such as C(pm2-logrotate)) are left out. Environment values are never returned.
-  - Never starts a PM2 daemon (every pm2 command would). Where none runs, it reports no applications.
+  - Never starts a PM2 daemon. Every pm2 command, C(pm2 jlist) included, starts one where none runs, so where none runs
+    it runs no pm2 command (RV(pm2_calls) is 0) and reports no PM2 applications.
+  - Tells restarts apart in RV(apps.crash_restarts), which leaves out those M(nodefleet.pm2.pm2_app) caused (a deploy's
+    reloads), so a crash loop is not hidden among deploys.
 author:
   - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
@@ -28,10 +31,8 @@ attributes:
 options:
   name:
     description:
-      - Return only this application.
+      - Return only this application (same name rules as M(nodefleet.pm2.pm2_app)).
     type: str
-notes:
-  - C(pm2 jlist) starts the PM2 daemon of O(user) when it is not running.
 seealso:
   - module: nodefleet.pm2.pm2_app
 """
@@ -61,8 +62,13 @@ apps:
       instances_online: 2
       instances_total: 2
       instances:
-        - {pm_id: 0, pid: 4242, status: online, memory: 52428800, cpu: 0.3, restarts: 0, uptime: 360000}
-        - {pm_id: 1, pid: 4250, status: online, memory: 51380224, cpu: 0.1, restarts: 0, uptime: 359000}
+        - {pm_id: 0, pid: 4242, status: online, memory: 52428800, cpu: 0.3, restarts: 2, crash_restarts: 0, unstable_restarts: 0,
+           uptime: 360000, release: /srv/api/releases/20250101T000000Z}
+        - {pm_id: 1, pid: 4250, status: online, memory: 51380224, cpu: 0.1, restarts: 5, crash_restarts: 3, unstable_restarts: 0,
+           uptime: 359000, release: /srv/api/releases/20250101T000000Z}
+      restarts: 7
+      crash_restarts: 3
+      unstable_restarts: 0
       exec_mode: cluster
       script: /srv/api/current/dist/main.js
       cwd: /srv/api/current
@@ -80,7 +86,7 @@ apps:
       description: V(pm2) or V(systemd).
       type: str
     instances_online:
-      description: Number of processes with status V(online).
+      description: Number of processes with status V(online) and a process (PM2 can list an app online with pid V(0) that never ran).
       type: int
     instances_total:
       description: Number of processes with this name.
@@ -108,14 +114,42 @@ apps:
           description: CPU usage in percent.
           type: float
         restarts:
-          description: Restart count kept by PM2 (systemd's C(NRestarts) for a unit instance).
+          description:
+            - Restart count kept by PM2, reloads and restarts by M(nodefleet.pm2.pm2_app) included (systemd's C(NRestarts)
+              for a unit instance).
           type: int
+        crash_restarts:
+          description:
+            - Restarts since M(nodefleet.pm2.pm2_app) last acted on the process (crashes, C(max_memory_restart), C(watch),
+              C(cron_restart), restarts run by hand); all of RV(apps.instances.restarts) for a process it never acted on.
+            - For a systemd unit instance, its automatic restarts (C(NRestarts) counts from the last start systemctl was asked for).
+          type: int
+        unstable_restarts:
+          description: PM2's count of restarts within C(min_uptime) since the last start (PM2 marks the app errored at
+            C(max_restarts)); V(null) for a systemd unit instance.
+          type: int
+        release:
+          description:
+            - The release this process runs - for PM2 the one M(nodefleet.pm2.pm2_app) started or reloaded it with
+              (C(NODEFLEET_RELEASE) of this process), for systemd the real working directory of its main process.
+            - Instances of one app on different releases show an interrupted reload.
+          type: str
         uptime:
           description: Milliseconds since the process started; V(0) when not online.
           type: int
+    restarts:
+      description: RV(apps.instances.restarts) of all instances together.
+      type: int
+    crash_restarts:
+      description: RV(apps.instances.crash_restarts) of all instances together; a deploy's reloads are not in it.
+      type: int
+    unstable_restarts:
+      description: RV(apps.instances.unstable_restarts) of all instances together (V(null) under systemd).
+      type: int
     exec_mode:
       description: V(fork) or V(cluster).
       type: str
+
     script:
       description: Absolute script path as PM2 stores it (symlinks not resolved).
       type: str
@@ -157,12 +191,14 @@ systemctl_calls:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_app import Pm2InfoModule, pm2_info_argument_spec
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import exit_with
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import pm2_info_argument_spec
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_info import read_apps
 
 
 def main():
     module = AnsibleModule(argument_spec=pm2_info_argument_spec(), supports_check_mode=True)
-    Pm2InfoModule(module).execute()
+    exit_with(module, lambda: read_apps(module, module.params))
 
 
 if __name__ == '__main__':

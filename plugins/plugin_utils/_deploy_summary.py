@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 FAILED = ('failed', 'rolled_back', 'rollback_failed', 'stopped', 'unreachable')
-LOG_LINES_SHOWN = 12
 
 
 def _short(release: str) -> str:
@@ -108,7 +107,7 @@ def summary_lines(report: dict) -> list[str]:
             notes.append('could not be put back (still drained at the LB): %s' % r['restore_error'])
         for app, tail in sorted((r.get('log_tail') or {}).items()):
             notes.append('log tail of %s:' % app)
-            notes.extend('    ' + line for line in tail[-LOG_LINES_SHOWN:])
+            notes.extend('    ' + line for line in tail)
         lines.extend('  %s: %s' % (r['host'], n) if not n.startswith('    ') else n for n in notes)
     for b in report['batches']:
         work = b.get('work')

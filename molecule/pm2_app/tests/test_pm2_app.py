@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 
+from nodefleet_testinfra import pm2 as run_pm2
+
 SECRET = "s3cr3t-sentinel-7f3a"
 PM2_HOME = "/home/app/.pm2"
 
 
 def pm2(host, *args):
-    return host.check_output("runuser -u app -- env PM2_HOME=%s PM2_DISCRETE_MODE=true pm2 %s", PM2_HOME, " ".join(args))
+    # PM2 as this scenario installs it (npm, /usr/bin), not the pinned one of pm2_runtime.
+    return run_pm2(host, "app", PM2_HOME, *args, executable="pm2")
 
 
 def test_expected_apps_online_with_their_counts(host):

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from nodefleet_testinfra import HOSTS, jlist, pm2
 
 SCENARIO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(SCENARIO.parent / "pm2_runtime" / "tests"))
-from pm2_testlib import HOSTS, jlist, pm2  # noqa: E402  pylint: disable=wrong-import-position
 
 testinfra_hosts = HOSTS
 PM2_HOME = "/home/crm/.pm2"

@@ -6,11 +6,8 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "pm2_runtime" / "tests"))
-from pm2_testlib import HOSTS, jlist  # noqa: E402  pylint: disable=wrong-import-position
+from nodefleet_testinfra import HOSTS, jlist
 
 testinfra_hosts = HOSTS
 LOGS = "/home/web/.pm2/logs"

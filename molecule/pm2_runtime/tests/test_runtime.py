@@ -6,13 +6,9 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pm2_testlib import HOSTS, jlist  # noqa: E402  pylint: disable=wrong-import-position
+from nodefleet_testinfra import HOSTS, jlist
 
 testinfra_hosts = HOSTS
 USERS = {"web": "/home/web/.pm2", "jobs": "/srv/jobs/pm2"}

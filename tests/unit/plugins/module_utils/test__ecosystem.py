@@ -11,7 +11,11 @@ import pytest
 import yaml
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils import _ecosystem as eco
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import NAME_RE
+from ansible_collections.nodefleet.pm2.plugins.module_utils import _import_plan as mapping
+from ansible_collections.nodefleet.pm2.plugins.module_utils import _import_render as render
+from ansible_collections.nodefleet.pm2.plugins.module_utils import _import_secrets as secrets
+from ansible_collections.nodefleet.pm2.plugins.module_utils import _import_values as values
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import NAME_RE, name_problem
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'ecosystems')
 SEEDS = sorted(f for f in os.listdir(FIXTURES) if '.ecosystem.config.' in f)
@@ -51,7 +55,7 @@ def esign_key():
     ('BUILD_SHA', '3f2a9c0d1e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49', 'entropy'),
 ])
 def test_secret_detected(name, value, reason):
-    assert eco.looks_secret(name, value) == reason
+    assert secrets.looks_secret(name, value) == reason
 
 
 @pytest.mark.parametrize('name, value', [
@@ -71,17 +75,17 @@ def test_secret_detected(name, value, reason):
     ('UUID_LIKE', '123e4567-e89b-12d3'),
 ])
 def test_not_secret(name, value):
-    assert eco.looks_secret(name, value) is None
+    assert secrets.looks_secret(name, value) is None
 
 
 def test_secret_lists_override_detection():
-    assert eco.looks_secret('CACHE_KEY_PREFIX', 'app:', plain_names=['cache_key_prefix']) is None
-    assert eco.looks_secret('LICENSE', 'abc', secret_names=['LICENSE']) == 'listed'
+    assert secrets.looks_secret('CACHE_KEY_PREFIX', 'app:', plain_names=['cache_key_prefix']) is None
+    assert secrets.looks_secret('LICENSE', 'abc', secret_names=['LICENSE']) == 'listed'
 
 
 def test_redact_text_hides_secret_words():
     key = esign_key()
-    text = eco.redact_text('Unexpected token near %s in file' % key[:60])
+    text = secrets.redact_text('Unexpected token near %s in file' % key[:60])
     assert key[:60] not in text and '<redacted>' in text and text.startswith('Unexpected token near')
 
 
@@ -96,17 +100,21 @@ def test_redact_text_hides_secret_words():
     ('all', 'app-all'),
     ('-x-', 'x'),
     ('backend-prod', 'backend-prod'),
+    ('evil.json', 'evil-json'),
+    ('job.config.js', 'job-config-js'),
+    ('Worker.JS', 'worker-js'),
+    ('api.v2', 'api.v2'),
 ])
 def test_normalise_app_name(name, expected):
-    assert eco.normalise_app_name(name) == expected
-    assert NAME_RE.match(expected)
+    assert mapping.normalise_app_name(name) == expected
+    assert NAME_RE.match(expected) and name_problem(expected) is None
 
 
 def test_group_and_vault_names():
-    assert eco.group_name('production') == 'production'
-    assert eco.group_name('Pre-Prod') == 'pre_prod'
-    assert eco.group_name('2024') == 'env_2024'
-    assert eco.vault_var('backend-prod', 'ESIGN_PRIVATE_KEY') == 'vault_backend_prod_esign_private_key'
+    assert mapping.group_name('production') == 'production'
+    assert mapping.group_name('Pre-Prod') == 'pre_prod'
+    assert mapping.group_name('2024') == 'env_2024'
+    assert mapping.vault_var('backend-prod', 'ESIGN_PRIVATE_KEY') == 'vault_backend_prod_esign_private_key'
 
 
 @pytest.mark.parametrize('field, value, expected', [
@@ -124,7 +132,7 @@ def test_group_and_vault_names():
     ('min_uptime', '10s', '10s'),
 ])
 def test_convert(field, value, expected):
-    assert eco._convert(field, value) == expected
+    assert values.convert(field, value) == expected
 
 
 @pytest.mark.parametrize('field, value', [
@@ -132,11 +140,11 @@ def test_convert(field, value, expected):
     ('instances', True),
     ('kill_timeout', '5s'),
     ('wait_ready', 'maybe'),
-    ('script', {eco.UNSUPPORTED_MARK: 'function'}),
+    ('script', {values.UNSUPPORTED_MARK: 'function'}),
 ])
 def test_convert_refuses(field, value):
     with pytest.raises(ValueError):
-        eco._convert(field, value)
+        values.convert(field, value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,7 +157,7 @@ def test_mapping_keeps_pm2_app_fields_and_reports_the_rest():
         'log_file_max_size': '100MB', 'env_file': '.env', 'exec_interpreter': 'node',
         'env': {'PORT': 3000}, 'env_production': {'NODE_ENV': 'production'},
     }], 'deploy': {}}
-    plan = eco.plan_import(config, source='t.js')
+    plan = mapping.plan_import(config, source='t.js')
     (app,) = plan['deploy_apps']
     assert app['name'] == 'api' and app['script'] == 'backend/api/dist/main.js'
     assert app['exec_mode'] == 'cluster' and app['instances'] == 4 and app['env_file'] is True
@@ -161,7 +169,7 @@ def test_mapping_keeps_pm2_app_fields_and_reports_the_rest():
     assert plan['groups']['all']['api']['vars'] == {'PORT': 3000}
     assert plan['groups']['production']['api']['vars'] == {'PORT': 3000, 'NODE_ENV': 'production'}
     # every supported key maps to a pm2_app option
-    assert set(app['pm2']) <= set(eco.SUPPORTED)
+    assert set(app['pm2']) <= set(mapping.SUPPORTED)
 
 
 def test_every_group_lists_every_app():
@@ -169,7 +177,7 @@ def test_every_group_lists_every_app():
         {'name': 'a', 'script': 'a.js', 'env': {'X': '1'}, 'env_production': {'X': '2'}},
         {'name': 'b', 'script': 'b.js', 'env': {'Y': '1'}, 'env_staging': {'Y': '3'}},
     ]}
-    plan = eco.plan_import(config)
+    plan = mapping.plan_import(config)
     assert sorted(plan['groups']) == ['all', 'production', 'staging']
     for group in plan['groups'].values():
         assert sorted(group) == ['a', 'b']
@@ -179,31 +187,31 @@ def test_every_group_lists_every_app():
 
 def test_duplicate_names_after_normalisation_refused():
     with pytest.raises(eco.EcosystemError, match='both map'):
-        eco.plan_import({'apps': [{'name': 'a_b', 'script': 'x.js'}, {'name': 'a-b', 'script': 'y.js'}]})
+        mapping.plan_import({'apps': [{'name': 'a_b', 'script': 'x.js'}, {'name': 'a-b', 'script': 'y.js'}]})
 
 
 def test_cwd_outside_project_refused():
     with pytest.raises(eco.EcosystemError, match='leaves the project'):
-        eco.plan_import({'apps': [{'name': 'a', 'script': 'x.js', 'cwd': '../elsewhere'}]})
+        mapping.plan_import({'apps': [{'name': 'a', 'script': 'x.js', 'cwd': '../elsewhere'}]})
 
 
 def test_non_node_interpreter_gets_env_not_env_file():
-    plan = eco.plan_import({'apps': [{'name': 'dev', 'script': 'src/app.ts', 'interpreter': 'ts-node', 'env': {'PORT': 1}}]})
+    plan = mapping.plan_import({'apps': [{'name': 'dev', 'script': 'src/app.ts', 'interpreter': 'ts-node', 'env': {'PORT': 1}}]})
     app = plan['deploy_apps'][0]
     assert 'env_file' not in app and 'pm2_env_apps' in app['env']
 
 
 def test_health_option_wins():
-    plan = eco.plan_import({'apps': [{'name': 'a', 'script': 'x.js'}]}, health={'command': 'curl -fs localhost:1/ok'})
+    plan = mapping.plan_import({'apps': [{'name': 'a', 'script': 'x.js'}]}, health={'command': 'curl -fs localhost:1/ok'})
     assert plan['deploy_apps'][0]['health'] == {'command': 'curl -fs localhost:1/ok'}
-    plan = eco.plan_import({'apps': [{'name': 'a', 'script': 'x.js'}]})
+    plan = mapping.plan_import({'apps': [{'name': 'a', 'script': 'x.js'}]})
     assert plan['deploy_apps'][0]['health'] == {'command': 'true'}
 
 
 def test_secret_in_one_block_is_secret_everywhere_and_per_group_values():
     config = {'apps': [{'name': 'a', 'script': 'x.js', 'env': {'TOKEN': 'one'}, 'env_production': {'TOKEN': 'two'},
                         'env_staging': {'OTHER': 'x'}}]}
-    plan = eco.plan_import(config)
+    plan = mapping.plan_import(config)
     assert plan['vault'] == {'all': {'vault_a_token': 'one'}, 'production': {'vault_a_token': 'two'}}
     for group in ('all', 'production', 'staging'):
         assert plan['groups'][group]['a']['secrets'] == {'TOKEN': 'vault_a_token'}
@@ -214,14 +222,14 @@ def test_secret_in_one_block_is_secret_everywhere_and_per_group_values():
 # Loading and the seed files
 
 def test_json_and_yaml_load_without_node():
-    plan = eco.plan_import(eco.load_ecosystem(fixture('plain.json')))
+    plan = mapping.plan_import(eco.load_ecosystem(fixture('plain.json')))
     app = plan['deploy_apps'][0]
     assert app['exec_mode'] == 'cluster' and app['instances'] == 2
     assert app['pm2']['node_args'] == ['--max-old-space-size=512', '--enable-source-maps'] and app['pm2']['kill_timeout'] == 5000
     moved = {(s['key'], s['reason']) for s in plan['secrets']}
     assert moved == {('DATABASE_URL', 'url-password'), ('SESSION_SALT_VALUE', 'name'), ('SENTRY_DSN_VALUE', 'name'), ('UPSTREAM_ID', 'entropy')}
     assert {u['key'] for u in plan['unmapped']} == {'deploy', 'filter_env'}
-    plan = eco.plan_import(eco.load_ecosystem(fixture('plain.yml')))
+    plan = mapping.plan_import(eco.load_ecosystem(fixture('plain.yml')))
     assert plan['renamed'] == [{'from': 'Worker_1', 'to': 'worker-1'}]
     assert plan['deploy_apps'][0]['pm2']['args'] == ['--queue', 'default']
     assert [s['key'] for s in plan['secrets']] == ['SIGNING_KEY']
@@ -274,7 +282,7 @@ def test_every_seed_has_an_expectation():
 @pytest.mark.parametrize('seed', SEEDS)
 def test_seed_with_real_node(seed):
     apps, groups, secrets, unmapped, renamed = EXPECTED[seed]
-    plan = eco.plan_import(eco.load_ecosystem(fixture(seed)), source=seed)
+    plan = mapping.plan_import(eco.load_ecosystem(fixture(seed)), source=seed)
     assert [a['name'] for a in plan['deploy_apps']] == apps
     assert sorted(plan['groups']) == groups
     assert ['%s.%s' % (s['app'], s['key']) for s in plan['secrets']] == secrets
@@ -282,10 +290,10 @@ def test_seed_with_real_node(seed):
     assert plan['renamed'] == renamed
     for app in plan['deploy_apps']:
         assert NAME_RE.match(app['name']) and app['script'] and app['health']
-        assert set(app.get('pm2', {})) <= set(eco.SUPPORTED)
+        assert set(app.get('pm2', {})) <= set(mapping.SUPPORTED)
     # The written files hold no secret value outside the files to encrypt, and parse as YAML.
-    values = eco.secret_values(plan)
-    for rel, (text, encrypt) in eco.output_files(plan).items():
+    values = render.secret_values(plan)
+    for rel, (text, encrypt) in render.output_files(plan).items():
         assert yaml.safe_load(text) is not None
         if not encrypt:
             for value in values:
@@ -294,14 +302,14 @@ def test_seed_with_real_node(seed):
 
 @needs_node
 def test_crm_backend_key_moved_to_vault_only():
-    plan = eco.plan_import(eco.load_ecosystem(fixture('crm-backend.ecosystem.config.js')))
+    plan = mapping.plan_import(eco.load_ecosystem(fixture('crm-backend.ecosystem.config.js')))
     key = esign_key()
     assert plan['vault'] == {'all': {'vault_backend_dev_esign_private_key': key, 'vault_backend_prod_esign_private_key': key}}
     for group in plan['groups'].values():
         for entry in group.values():
-            assert entry['secrets'] == {'ESIGN_PRIVATE_KEY': eco.vault_var(entry['name'], 'ESIGN_PRIVATE_KEY')}
+            assert entry['secrets'] == {'ESIGN_PRIVATE_KEY': mapping.vault_var(entry['name'], 'ESIGN_PRIVATE_KEY')}
             assert 'ESIGN_PRIVATE_KEY' not in entry['vars'] and entry['vars']['ESIGN_APP_ID'] == '141496759'
-    files = eco.output_files(plan)
+    files = render.output_files(plan)
     assert sorted(files) == ['group_vars/all/pm2_apps.yml', 'group_vars/all/pm2_secrets.yml', 'group_vars/development/pm2_apps.yml',
                              'group_vars/production/pm2_apps.yml', 'hosts.yml']
     head = files['group_vars/all/pm2_apps.yml'][0]
@@ -377,14 +385,14 @@ def test_missing_node_is_reported(tmp_path):
     ({'script': 'npm', 'args': 'start', 'instances': 2}, 'fork', 2, None),
 ])
 def test_pm2_defaults_are_written_out(app, exec_mode, instances, merge_logs):
-    plan = eco.plan_import({'apps': [dict(app, name='a')]})
+    plan = mapping.plan_import({'apps': [dict(app, name='a')]})
     item = plan['deploy_apps'][0]
     assert (item['exec_mode'], item['instances'], item.get('pm2', {}).get('merge_logs')) == (exec_mode, instances, merge_logs)
     assert list(item)[:4] == ['name', 'script', 'exec_mode', 'instances']
 
 
 def test_pm2_defaults_are_noted():
-    plan = eco.plan_import({'apps': [
+    plan = mapping.plan_import({'apps': [
         {'name': 'c', 'script': 'x.js', 'instances': 2},
         {'name': 'f', 'script': 'x.js'},
         {'name': 'z', 'script': 'x.js', 'exec_mode': 'cluster', 'instances': 0},
@@ -416,15 +424,15 @@ class _Dict(dict):
 
 
 def test_rendering_takes_subclasses_of_the_builtin_types():
-    text = eco.to_yaml({'user': _Str('app'), 'health': _Dict(port=_Int(3000), path=_Str('/ready')), 'list': [_Str('a')]})
+    text = render.to_yaml({'user': _Str('app'), 'health': _Dict(port=_Int(3000), path=_Str('/ready')), 'list': [_Str('a')]})
     assert yaml.safe_load(text) == {'user': 'app', 'health': {'port': 3000, 'path': '/ready'}, 'list': ['a']}
     assert '!!' not in text
 
 
 def test_output_files_with_tagged_arguments():
     config = {'apps': [{'name': 'a', 'script': 'x.js', 'env': {'PORT': 1, 'API_TOKEN': 'x'}}]}
-    plan = eco.plan_import(config, health=_Dict(port=_Int(1)), secret_names=[_Str('OTHER')], source=_Str('e.config.js'))
-    files = eco.output_files(plan, user=_Str('app'))
+    plan = mapping.plan_import(config, health=_Dict(port=_Int(1)), secret_names=[_Str('OTHER')], source=_Str('e.config.js'))
+    files = render.output_files(plan, user=_Str('app'))
     data = yaml.safe_load(files['group_vars/all/pm2_apps.yml'][0])
     assert data['pm2_deploy_user'] == 'app' and data['pm2_deploy_apps'][0]['health'] == {'port': 1}
     assert yaml.safe_load(files['group_vars/all/pm2_secrets.yml'][0]) == {'vault_a_api_token': 'x'}

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import Pm2Error, SpecError
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import (
     MARKER_ENV_DIGEST,
+    MARKER_ENV_FILE,
     MARKER_RELEASE,
     MARKER_SPEC,
-    Pm2Error,
-    SpecError,
-    format_fingerprint,
-    normalise_app,
-    plan_app,
 )
+from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_plan import plan_app
+from ansible_collections.nodefleet.pm2.plugins.module_utils._spec import fingerprint_of, format_fingerprint, normalise_app
 
 SCRIPT = '/srv/web/current/server.js'
 
@@ -23,23 +22,21 @@ SCRIPT = '/srv/web/current/server.js'
 def desired(**params):
     base = dict(name='web', script=SCRIPT, cwd='/srv/web/current', state='started', env={'PORT': '3000'})
     base.update(params)
-    spec = normalise_app(base, 4) if base['state'] == 'absent' else None
-    if spec is None:
-        # Build without touching the filesystem: normalise an 'absent' spec, then set the state back.
-        state = base.pop('state')
-        spec = normalise_app(dict(base, state='absent'), 4)
-        spec['state'] = state
+    spec = normalise_app(base, 4)  # pure: the files need not exist
+    del spec['release_path']
     spec['release'] = '/srv/web/releases/v1'
+    spec['fingerprint'] = fingerprint_of(spec)
     return spec
 
 
 def live(spec=None, count=1, status='online', mode=None, script=SCRIPT, release='/srv/web/releases/v1', digest=None, marker=True):
     spec = spec or desired()
     markers = {MARKER_SPEC: format_fingerprint(spec['fingerprint']) if marker else None, MARKER_RELEASE: release,
-               MARKER_ENV_DIGEST: digest}
+               MARKER_ENV_DIGEST: digest, MARKER_ENV_FILE: None}
     return dict(name='web', script=script, cwd=spec['pm2']['cwd'], exec_mode=mode or spec['pm2']['exec_mode'],
-                namespace='default', markers=markers, conflict=False,
-                instances=[dict(pm_id=i, status=status, restart_time=0, pm_uptime=1) for i in range(count)])
+                namespace='default', markers=markers, recorded_release=release, conflict=False,
+                instances=[dict(pm_id=i, pid=100 + i, status=status, restart_time=0, pm_uptime=1, release=release,
+                                markers=dict(markers)) for i in range(count)])
 
 
 def actions(spec, actual, digest=None):
