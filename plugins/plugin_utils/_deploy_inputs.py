@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import NAME_RE
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import name_problem
 
 PROJECT_RE = re.compile(r'^[a-z0-9][a-z0-9_.-]*$')
 RELEASE_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$')
@@ -59,11 +59,9 @@ def _str(value, field: str, allow_empty: bool = False) -> str:
 
 
 def check_app_name(name, field: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InputError('%s: every app needs a name' % field)
-    if len(name) > 100 or not NAME_RE.match(name) or name.isdigit() or name == 'all':
-        raise InputError('%s: %r must match %s, not be purely numeric nor "all", at most 100 characters'
-                         % (field, name, NAME_RE.pattern))
+    problem = name_problem(name)  # the rule pm2_app applies, so the plan refuses what the host would
+    if problem:
+        raise InputError('%s: %s' % (field, problem))
     return name
 
 

@@ -98,6 +98,7 @@ def test_bad_apps_are_named_by_name():
     assert 'pm2_deploy_apps[api].run_on: nowhere' in app_error(run_on='nowhere')
     assert 'pm2_deploy_apps[api].env_file' in app_error(env_file='relative.env')
     assert 'pm2_deploy_apps[0].name' in app_error(name='Bad Name')
+    assert "pm2_deploy_apps[0].name: 'evil.json' contains .json" in app_error(name='evil.json')
 
 
 def test_same_port_twice_on_a_host_is_refused():
