@@ -87,7 +87,7 @@ test: deps lint sanity units fleet-tests molecule build-test  ## Everything CI r
 	@echo "make test: all suites passed"
 
 demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/example to it, print the status table
-	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --host-names prod-h1,prod-h2,prod-h3,staging-h1,lb-h1 \
+	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --reuse --subnet auto --host-names prod-h1,prod-h2,prod-h3,staging-h1,lb-h1 \
 	  --group prod=prod-h1,prod-h2,prod-h3 --group staging=staging-h1 --group lb=lb-h1 --inventory $(BUILD)/demo-inventory.yml
 	export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/docs/example/vault-password.txt; \
 	  inv="-i $(BUILD)/demo-inventory.yml -i docs/example/inventory"; \
