@@ -175,6 +175,7 @@ def ensure_base(force: bool = False) -> Path:
 INOTIFY_PER_HOST = {"max_user_instances": 12, "max_user_watches": 400}
 # Raised to at least this when too low, so that the next fleets fit too.
 INOTIFY_RAISE_TO = {"max_user_instances": 1024, "max_user_watches": 524288}
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify")
 BOOT_SECONDS_PER_HOST = 5
 
 
@@ -211,7 +212,7 @@ def ensure_kernel_limits(host_count: int) -> None:
     """Raise the inotify limits the hosts would exhaust, or say exactly which one stops them."""
     used = inotify_usage()
     for key, per_host in INOTIFY_PER_HOST.items():
-        path = Path("/proc/sys/fs/inotify") / key
+        path = INOTIFY_SYSCTL / key
         limit = int(path.read_text())
         need = used[key] + per_host * host_count
         if need <= limit:
@@ -273,6 +274,7 @@ class Fleet:
         if self.state_file.exists() or self.dir.exists():
             raise FleetError(f"a fleet named {self.name!r} is already up (run 'down' first, or pick another --name)")
         validate_hosts(hosts)
+        boot_timeout(len(hosts))  # a bad NODEFLEET_BOOT_TIMEOUT is refused before anything is created
         for group, members in groups.items():
             unknown = sorted(set(members) - set(hosts))
             if unknown:
@@ -342,7 +344,7 @@ class Fleet:
                 try:
                     self._wait_ssh(state, hosts, timeout=30)
                 except FleetError as exc:
-                    why = str(exc).split("\n")[0]
+                    why = str(exc).split("\n", maxsplit=1)[0]
             if why is None:
                 log(f"reusing fleet {self.name!r}, which is already up as asked")
                 state["reused"] = True
@@ -394,6 +396,11 @@ class Fleet:
             f'no_proxy="{no_proxy}"\nNO_PROXY="{no_proxy}"\nNODE_EXTRA_CA_CERTS="/etc/ssl/certs/ca-certificates.crt"\n')
         (etc / "apt/apt.conf.d/80nodefleet-proxy").write_text(
             f'Acquire::http::Proxy "{proxy}";\nAcquire::https::Proxy "{proxy}";\n')
+        # sudo resets the environment: a user that logs in and becomes root (ansible_become) keeps the proxy.
+        sudoers = etc / "sudoers.d/nodefleet-proxy"
+        sudoers.write_text('Defaults env_keep += "http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY '
+                           'NODE_EXTRA_CA_CERTS"\n')
+        sudoers.chmod(0o440)
         # The controller may reach registries through a TLS-inspecting CA; hosts must trust what it trusts, and
         # keep trusting it after update-ca-certificates regenerates the bundle.
         bundle = Path("/etc/ssl/certs/ca-certificates.crt")
