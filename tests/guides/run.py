@@ -26,10 +26,11 @@ The servers: one fleet per guide (tests/fleet/fleet.py), its hosts named as the 
 names them. The guide's addresses stay literally true: ``~/.ssh/config`` (the fleet-provided SSH config, seen by
 ssh through a private mount namespace) sends each ``ansible_host`` of the guide to its fleet host.
 
-What only a network this machine lacks would give: Galaxy. ``community.general`` is already installed in a
-collections path (as ``pip install ansible`` or a distribution package would have done), so the guide's
-``ansible-galaxy collection install community.general`` finds it. ``=VERSION`` pins ansible-core through
-``PIP_CONSTRAINT`` within the range the guide's ``pip install`` asks for.
+What only a network this machine lacks would give: Galaxy. The collections of this repository's
+``build/collections`` other than nodefleet.pm2 (community.general) are already installed in a collections path
+(as ``pip install ansible`` or a distribution package would have done), so that installing the tarball finds the
+dependencies galaxy.yml declares. ``=VERSION`` pins ansible-core through ``PIP_CONSTRAINT`` within the range the
+guide's ``pip install`` asks for.
 
 After each guide, the apps are asked on every host (GET / on the app's port): the right app and environment, and
 the e-signature key delivered from vault. The wall time of each guide, as its user sees it, and of each block is
@@ -263,10 +264,12 @@ def clean_environment(home: Path, core: str | None, work: Path) -> dict[str, str
     real_home = Path(pwd.getpwuid(os.getuid()).pw_dir)
     if "PYENV_ROOT" not in env and (real_home / ".pyenv").is_dir():
         env["PYENV_ROOT"] = str(real_home / ".pyenv")  # the machine's python3 is a pyenv shim
-    # Galaxy stand-in: community.general already installed in a collections path after Ansible's defaults.
+    # Galaxy stand-in: the other collections of build/collections already installed in a path after Ansible's defaults.
     standin = work / "preinstalled" / "ansible_collections"
     standin.mkdir(parents=True)
-    (standin / "community").symlink_to(REPO / "build" / "collections" / "ansible_collections" / "community")
+    for namespace in (REPO / "build" / "collections" / "ansible_collections").iterdir():
+        if namespace.name != "nodefleet":
+            (standin / namespace.name).symlink_to(namespace)
     env["ANSIBLE_COLLECTIONS_PATH"] = f"{home}/.ansible/collections:/usr/share/ansible/collections:{standin.parent}"
     if core:
         constraint = work / "constraints.txt"
