@@ -5,19 +5,24 @@ SHELL := /bin/bash
 
 VENV        ?= $(CURDIR)/.venv
 BIN         := $(VENV)/bin
-# ansible-test bootstraps pip in each of its venvs with a get-pip.py it downloads from a host outside the
-# registries this project may use; it finds a cached copy first, so we place our stand-in there.
-GET_PIP      = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(shell sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" \
-                 $(VENV)/lib/python3.11/site-packages/ansible_test/_internal/python_requirements.py 2>/dev/null)).py
 BUILD       := $(CURDIR)/build
-# ansible-test wants a real copy at ansible_collections/<ns>/<name>; Ansible and Molecule are happy with a link.
-# Outside the work tree: inside it, git marks the copy ignored and ansible-test finds no targets.
-TEST_COPY   ?= $(HOME)/.cache/nodefleet/ansible-test-$(notdir $(CURDIR))/ansible_collections/nodefleet/pm2
 COLLECTIONS := $(BUILD)/collections
 PYTHON      ?= python3
 DEBIAN_DEPS := debootstrap systemd-container tinyproxy zstd iproute2 openssh-client git
 SCENARIOS   ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 DEMO_FLEET  ?= demo
+# The fleet of `make demo-test` (CI): the demo's own name unless NODEFLEET_FLEET_PREFIX keeps checkouts apart.
+DEMO_TEST_FLEET ?= $(NODEFLEET_FLEET_PREFIX)demo
+# ansible-core releases proven besides the pinned one (tests/requirements.txt), each the latest patch on PyPI:
+# ansible-test sanity and units on each, the OLDEST_SCENARIOS and a demo deploy on the oldest.
+CORE_VERSIONS := 2.16.19 2.17.14 2.18.19
+CORE_OLDEST   := 2.16.19
+CORE_PINNED   := $(shell sed -n 's/^ansible-core==//p' tests/requirements.txt)
+OLDEST_SCENARIOS ?= pm2_app
+# One venv per release, outside the checkout: every checkout and run on this machine reuses it.
+CORE_VENVS    ?= $(HOME)/.cache/nodefleet/venvs
+# Molecule and testinfra (their pins) go into the oldest release's venv only; ansible-compat excludes 2.17.
+CORE_MOLECULE := $(shell grep -E '^(molecule|pytest|pytest-testinfra)==' tests/requirements.txt)
 # Galaxy is out of reach here; community.general comes out of the Ansible community package on PyPI instead.
 COMMUNITY_PACKAGE := ansible==12.3.0
 COMMUNITY_GENERAL := $(COLLECTIONS)/ansible_collections/community/general/MANIFEST.json
@@ -27,7 +32,8 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
+.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link lint sanity units compat fleet-tests molecule \
+        molecule-oldest test demo demo-down demo-test guides-test
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,39 +66,53 @@ $(COMMUNITY_GENERAL): | $(VENV)/.installed
 	  $(BUILD)/wheels/*.whl $(COLLECTIONS)
 	test -f $@
 
-test-copy: venv
-	@test "$(GET_PIP)" != "$(HOME)/.ansible/test/cache/get_pip_.py" || { echo "cannot tell ansible-test's pip version" >&2; exit 1; }
-	mkdir -p $(dir $(GET_PIP)) && cp .ci/ansible-test-get-pip.py $(GET_PIP)
-	rm -rf $(TEST_COPY) && mkdir -p $(TEST_COPY)
-	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(TEST_COPY)
+core-venv-%:
+	@mkdir -p $(CORE_VENVS); dir=$(CORE_VENVS)/ansible-core-$*; \
+	  want="ansible-core==$* $(if $(filter $*,$(CORE_OLDEST)),$(CORE_MOLECULE))"; \
+	  flock $(CORE_VENVS)/.lock bash -euc '[ "$$(cat "$$1/.installed" 2>/dev/null)" = "$$2" ] && exit 0; \
+	    echo "Creating $$1 ($$2)"; rm -rf "$$1"; $(PYTHON) -m venv "$$1"; "$$1/bin/pip" install --quiet $$2; \
+	    echo "$$2" > "$$1/.installed"' _ "$$dir" "$$want"
 
 lint: deps  ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production
 
-sanity: deps test-copy  ## ansible-test sanity (no ignore entries)
-	@if ls tests/sanity/ignore-*.txt >/dev/null 2>&1; then echo "tests/sanity/ignore-*.txt must not exist" >&2; exit 1; fi
-	cd $(TEST_COPY) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
+sanity: deps  ## ansible-test sanity (no ignore entries)
+	tests/ansible-test/run.sh $(VENV) sanity
 
-units: deps test-copy  ## ansible-test units, then line coverage of plugins/ with floors that fail the run (tests/unit/coverage_floors.py)
-	cd $(TEST_COPY) && $(BIN)/ansible-test units --venv --python 3.11 --color no --coverage
+units: deps  ## ansible-test units, then line coverage of plugins/ with floors that fail the run (tests/unit/coverage_floors.py)
 	mkdir -p $(BUILD)
-	cd $(TEST_COPY) && $(BIN)/ansible-test coverage report --venv --python 3.11 --color no --all --include 'plugins/*' \
-	  | tee $(BUILD)/units-coverage.txt
+	tests/ansible-test/run.sh $(VENV) units-coverage | tee $(BUILD)/units-coverage.txt
 	$(BIN)/python tests/unit/coverage_floors.py $(BUILD)/units-coverage.txt
 
+compat: deps $(addprefix core-venv-,$(CORE_VERSIONS))  ## ansible-test sanity and units on each of CORE_VERSIONS
+	@for v in $(CORE_VERSIONS); do \
+	  tests/ansible-test/run.sh $(CORE_VENVS)/ansible-core-$$v sanity || exit 1; \
+	  tests/ansible-test/run.sh $(CORE_VENVS)/ansible-core-$$v units || exit 1; \
+	done
 
 fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardown)
 	rc=0; $(BIN)/pytest -p no:cacheprovider tests/fleet || rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "fleet-tests: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
-	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s || exit 1; done
+	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; t0=$$(date +%s); $(BIN)/molecule test -s $$s || exit 1; \
+	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t0 )) s"; done
 
-test: deps lint sanity units fleet-tests molecule build-test  ## Everything CI runs
-	@echo "make test: all suites passed"
+molecule-oldest: deps core-venv-$(CORE_OLDEST)  ## the OLDEST_SCENARIOS with ansible-core CORE_OLDEST
+	@export PATH=$(CORE_VENVS)/ansible-core-$(CORE_OLDEST)/bin:$$PATH; ansible --version | head -1; \
+	  for s in $(OLDEST_SCENARIOS); do echo "=== molecule scenario $$s on ansible-core $(CORE_OLDEST)"; molecule test -s $$s || exit 1; done
+
+# In this order; `make test` prints the wall time of each (docs/ci.md keeps the figures and the budget).
+TEST_SUITES := lint sanity units compat fleet-tests molecule molecule-oldest build-test demo-test guides-test
+
+test: deps  ## Everything CI runs: the TEST_SUITES in order, each timed
+	@times=""; t_all=$$(date +%s); for suite in $(TEST_SUITES); do t0=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$suite || { echo "make test: $$suite FAILED"; exit 1; }; \
+	  times="$$times\n  $$suite: $$(( $$(date +%s) - t0 )) s"; echo -e "=== make test: wall time so far:$$times"; done; \
+	  echo -e "make test: all suites passed in $$(( $$(date +%s) - t_all )) s:$$times"
 
 demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/example to it, print the status table
-	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --host-names prod-h1,prod-h2,prod-h3,staging-h1,lb-h1 \
+	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) up --reuse --subnet auto --host-names prod-h1,prod-h2,prod-h3,staging-h1,lb-h1 \
 	  --group prod=prod-h1,prod-h2,prod-h3 --group staging=staging-h1 --group lb=lb-h1 --inventory $(BUILD)/demo-inventory.yml
 	export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/docs/example/vault-password.txt; \
 	  inv="-i $(BUILD)/demo-inventory.yml -i docs/example/inventory"; \
@@ -104,6 +124,12 @@ demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/exampl
 
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
+
+demo-test: deps core-venv-$(CORE_OLDEST)  ## make demo on a fresh fleet, checked on the hosts and through the LB; a new release with ansible-core CORE_OLDEST, checked again; down
+	DEMO_FLEET=$(DEMO_TEST_FLEET) OLDEST_BIN=$(CORE_VENVS)/ansible-core-$(CORE_OLDEST)/bin tests/demo/run.sh
+
+guides-test: deps  ## docs/quickstart.md (CORE_PINNED) and docs/migration.md (CORE_OLDEST) run as written, from outside the repo, each on a fresh fleet
+	$(BIN)/python tests/guides/run.py docs/quickstart.md=$(CORE_PINNED) docs/migration.md=$(CORE_OLDEST)
 
 bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/deploy_scale.py

@@ -55,7 +55,21 @@ for required in MANIFEST.json FILES.json meta/runtime.yml meta/execution-environ
   grep -qx "$required" "$WORK/contents.txt" || { echo "build-test: $required missing from the tarball" >&2; exit 1; }
 done
 
-# 3. Install into an empty collections path; community.general (used by the roles) from build/collections only.
+# 3. The execution environment as meta/execution-environment.yml documents it (the image cannot be built here:
+#    `ansible-builder create` writes the build context only), with the versions the suite tests.
+mkdir -p "$WORK/ee-src/meta" "$WORK/ee-src/ee"
+cp "$REPO/meta/execution-environment.yml" "$WORK/ee-src/meta/"
+cp "$tarball" "$WORK/ee-src/ee/"
+t_ee=$(now)
+(cd "$WORK/ee-src" && "$BIN/ansible-builder" create -f meta/execution-environment.yml -c ee/context >/dev/null)
+echo "build-test: ansible-builder create in $(secs "$t_ee" "$(now)") s"
+context=$WORK/ee-src/ee/context
+[ -f "$context/_build/collections/$(basename "$tarball")" ] || { echo "build-test: the EE context lacks the collection tarball" >&2; exit 1; }
+[ "$(du -sk "$context" | cut -f1)" -lt 2048 ] || { echo "build-test: the EE context is $(du -sh "$context" | cut -f1): copied into itself?" >&2; exit 1; }
+core_pin=$(sed -n 's/^ansible-core==//p' "$REPO/tests/requirements.txt")
+grep -q "ansible-core==$core_pin" "$context"/[CD]*file || { echo "build-test: the EE does not pin ansible-core==$core_pin (tests/requirements.txt)" >&2; exit 1; }
+
+# 4. Install into an empty collections path; community.general (used by the roles) from build/collections only.
 mkdir -p "$WORK/extra/ansible_collections"
 [ -d "$COMMUNITY" ] && ln -s "$COMMUNITY" "$WORK/extra/ansible_collections/community"
 printf '[defaults]\nhost_key_checking = False\n[ssh_connection]\npipelining = True\n' > "$WORK/ansible.cfg"
@@ -69,7 +83,7 @@ echo "build-test: installed in $(secs "$t2" "$t3") s"
 where=$("$BIN/ansible-galaxy" collection list nodefleet.pm2 --format json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)))')
 [ "$where" = "$WORK/collections/ansible_collections" ] || { echo "build-test: nodefleet.pm2 found in: $where" >&2; exit 1; }
 
-# 4. A fleet of one host and a playbook run from outside the repository.
+# 5. A fleet of one host and a playbook run from outside the repository.
 python3 "$REPO/tests/fleet/fleet.py" --name "$FLEET" down --missing-ok >/dev/null 2>&1 || true
 t4=$(now)
 python3 "$REPO/tests/fleet/fleet.py" --name "$FLEET" up --hosts 1 --subnet "$SUBNET" --inventory "$WORK/fleet.yml" >/dev/null

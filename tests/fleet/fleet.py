@@ -58,7 +58,10 @@ def log(msg: str) -> None:
 
 
 def run(argv: list[str], check: bool = True, capture: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, check=False, text=True, capture_output=capture, **kw)
+    try:
+        proc = subprocess.run(argv, check=False, text=True, capture_output=capture, **kw)
+    except subprocess.TimeoutExpired as exc:
+        raise FleetError(f"{' '.join(argv)} did not finish within {exc.timeout:.0f}s (is the machine overloaded?)") from None
     if check and proc.returncode != 0:
         raise FleetError(f"{' '.join(argv)} failed (rc {proc.returncode}): {(proc.stderr or '').strip()[-2000:]}")
     return proc
@@ -163,6 +166,70 @@ def ensure_base(force: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Kernel limits
+# ---------------------------------------------------------------------------------------------------------------
+
+# The hosts share the machine's kernel and, without user namespaces, root's per-user limits: every host's systemd,
+# journald, logind, sshd sessions and services each hold inotify instances and watches charged to root. Measured:
+# an idle host holds 6 instances and 22 watches; apps, SSH sessions and user managers add more, hence the margin.
+INOTIFY_PER_HOST = {"max_user_instances": 12, "max_user_watches": 400}
+# Raised to at least this when too low, so that the next fleets fit too.
+INOTIFY_RAISE_TO = {"max_user_instances": 1024, "max_user_watches": 524288}
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify")
+BOOT_SECONDS_PER_HOST = 5
+
+
+def boot_timeout(host_count: int) -> float:
+    """Seconds up waits for the hosts to boot: NODEFLEET_BOOT_TIMEOUT, else 60 s plus 5 s per host."""
+    value = os.environ.get("NODEFLEET_BOOT_TIMEOUT", "")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            raise FleetError(f"NODEFLEET_BOOT_TIMEOUT={value!r} is not a number of seconds") from None
+    return 60.0 + BOOT_SECONDS_PER_HOST * host_count
+
+
+def inotify_usage(uid: int = 0) -> dict[str, int]:
+    """Inotify instances and watches held by UID's processes (the kernel counts them per user)."""
+    used = {"max_user_instances": 0, "max_user_watches": 0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if proc.stat().st_uid != uid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == "anon_inode:inotify":
+                        used["max_user_instances"] += 1
+                        info = (proc / "fdinfo" / fd.name).read_text()
+                        used["max_user_watches"] += sum(1 for line in info.splitlines() if line.startswith("inotify wd:"))
+    return used
+
+
+def ensure_kernel_limits(host_count: int) -> None:
+    """Raise the inotify limits the hosts would exhaust, or say exactly which one stops them."""
+    used = inotify_usage()
+    for key, per_host in INOTIFY_PER_HOST.items():
+        path = INOTIFY_SYSCTL / key
+        limit = int(path.read_text())
+        need = used[key] + per_host * host_count
+        if need <= limit:
+            continue
+        target = max(need, INOTIFY_RAISE_TO[key])
+        try:
+            path.write_text(f"{target}\n")
+        except OSError as exc:
+            raise FleetError(
+                f"fs.inotify.{key} is {limit}: root already uses {used[key]} and {host_count} hosts need about "
+                f"{per_host * host_count} more, and it cannot be raised here ({exc.strerror}); on the machine, as root: "
+                f"sysctl -w fs.inotify.{key}={target}") from None
+        log(f"raised fs.inotify.{key} from {limit} to {target} (root uses {used[key]}, {host_count} hosts need about "
+            f"{per_host * host_count} more)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Fleet state
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -207,6 +274,7 @@ class Fleet:
         if self.state_file.exists() or self.dir.exists():
             raise FleetError(f"a fleet named {self.name!r} is already up (run 'down' first, or pick another --name)")
         validate_hosts(hosts)
+        boot_timeout(len(hosts))  # a bad NODEFLEET_BOOT_TIMEOUT is refused before anything is created
         for group, members in groups.items():
             unknown = sorted(set(members) - set(hosts))
             if unknown:
@@ -221,6 +289,7 @@ class Fleet:
         if node == "bind" and not (shutil.which("node") and Path("/usr/lib/node_modules/npm").is_dir()):
             raise FleetError("--node bind needs the controller's node and /usr/lib/node_modules/npm; use --node none")
         ensure_host_tools()
+        ensure_kernel_limits(len(hosts))
         base = ensure_base()
 
         addrs = list(net.hosts())
@@ -259,6 +328,39 @@ class Fleet:
         self.save(state)
         return state
 
+    def reuse_or_replace(self, hosts: list[str], subnet: str, node: str, groups: dict[str, list[str]]) -> dict:
+        """up --reuse: keep a fleet of this name that is up as asked (same hosts, node and groups, every host
+        answering), else take whatever is there down and bring the fleet up anew."""
+        if self.state_file.exists():
+            state = self.load()
+            why = None
+            if list(state["hosts"]) != hosts:
+                why = f"it has hosts {', '.join(state['hosts'])}"
+            elif state.get("node") != node or (state.get("groups") or {}) != groups:
+                why = "its --node or --group differ"
+            elif subnet not in ("auto", state["subnet"]):
+                why = f"its subnet is {state['subnet']}"
+            else:
+                try:
+                    self._wait_ssh(state, hosts, timeout=30)
+                except FleetError as exc:
+                    why = str(exc).split("\n", maxsplit=1)[0]
+            if why is None:
+                log(f"reusing fleet {self.name!r}, which is already up as asked")
+                state["reused"] = True
+                return state
+            log(f"replacing fleet {self.name!r}: {why}")
+            self.down()
+        elif self.dir.exists():
+            log(f"removing what is left of fleet {self.name!r}")
+            self.down_leftovers()
+        return self.up(hosts, subnet, node, groups)
+
+    def down_leftovers(self) -> None:
+        """Remove a fleet directory without state (a crash between mkdir and the first save)."""
+        unmount(self.dir / "hosts")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def _start_proxy(self, state: dict) -> int:
         conf = self.dir / "tinyproxy.conf"
         conf.write_text(
@@ -294,6 +396,11 @@ class Fleet:
             f'no_proxy="{no_proxy}"\nNO_PROXY="{no_proxy}"\nNODE_EXTRA_CA_CERTS="/etc/ssl/certs/ca-certificates.crt"\n')
         (etc / "apt/apt.conf.d/80nodefleet-proxy").write_text(
             f'Acquire::http::Proxy "{proxy}";\nAcquire::https::Proxy "{proxy}";\n')
+        # sudo resets the environment: a user that logs in and becomes root (ansible_become) keeps the proxy.
+        sudoers = etc / "sudoers.d/nodefleet-proxy"
+        sudoers.write_text('Defaults env_keep += "http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY '
+                           'NODE_EXTRA_CA_CERTS"\n')
+        sudoers.chmod(0o440)
         # The controller may reach registries through a TLS-inspecting CA; hosts must trust what it trusts, and
         # keep trusting it after update-ca-certificates regenerates the bundle.
         bundle = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -344,19 +451,45 @@ class Fleet:
                                 stderr=subprocess.STDOUT, start_new_session=True)
         return proc.pid
 
-    def _wait_ssh(self, state: dict, hosts: list[str], timeout: float = 60) -> None:
+    def _wait_ssh(self, state: dict, hosts: list[str], timeout: float | None = None) -> None:
+        """Wait until systemd has finished booting on every host and SSH answers, or fail saying what each host did."""
+        if timeout is None:
+            timeout = boot_timeout(len(hosts))
         deadline = time.monotonic() + timeout
         pending = set(hosts)
+        last: dict[str, str] = {}
         while pending:
             for host in sorted(pending):
-                probe = run(self.ssh_argv(state, host) + ["systemctl is-system-running --wait >/dev/null 2>&1; systemctl is-system-running"],
-                            check=False, timeout=30)
-                if probe.stdout.strip() in ("running", "degraded"):
+                if not alive(state["hosts"][host]["launcher_pid"]):
+                    raise FleetError(f"host {host} stopped while booting; its console said:\n{self._console_tail(host)}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    probe = subprocess.run(
+                        self.ssh_argv(state, host) + ["systemctl is-system-running --wait >/dev/null 2>&1; systemctl is-system-running"],
+                        check=False, text=True, capture_output=True, timeout=min(30, max(left, 1)))
+                except subprocess.TimeoutExpired:
+                    last[host] = "the SSH probe did not answer in time"
+                    continue
+                answer = probe.stdout.strip()
+                if answer in ("running", "degraded"):
                     pending.discard(host)
-            if pending and time.monotonic() > deadline:
-                raise FleetError(f"hosts did not come up over SSH within {timeout:.0f}s: {', '.join(sorted(pending))}")
+                else:
+                    last[host] = f"systemd is {answer!r}" if answer else f"ssh: {(probe.stderr or '').strip()[-200:] or f'rc {probe.returncode}'}"
+            if pending and time.monotonic() >= deadline:
+                detail = "; ".join(f"{h}: {last.get(h, 'not probed yet')}" for h in sorted(pending))
+                raise FleetError(
+                    f"{len(pending)} of {len(hosts)} hosts did not come up over SSH within {timeout:.0f}s ({detail}). "
+                    f"A loaded machine boots slower: set NODEFLEET_BOOT_TIMEOUT (seconds) to wait longer")
             if pending:
                 time.sleep(0.3)
+
+    def _console_tail(self, host: str, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            text = (self.dir / "hosts" / host / "console.log").read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
+        return "(no console log)"
 
     def ssh_argv(self, state: dict, host: str) -> list[str]:
         return ["ssh", "-q", "-i", str(self.key_file), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -641,6 +774,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="bind: the controller's Node.js + npm read-only into each host (fast); none: leave Node to the roles")
     p_up.add_argument("--group", action="append", default=[], help="inventory group NAME=host1,host2 (repeatable)")
     p_up.add_argument("--inventory", help="also write the Ansible inventory to this file")
+    p_up.add_argument("--reuse", action="store_true",
+                      help="a fleet of this name already up with the same hosts, node and groups is kept; "
+                           "one that differs or does not answer is replaced")
     sub.add_parser("down", help="stop every host and remove everything of the fleet").add_argument(
         "--missing-ok", action="store_true", help="exit 0 when no such fleet is up")
     p_status = sub.add_parser("status", help="show hosts and whether they run")
@@ -668,8 +804,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.host_names and not 1 <= args.hosts <= MAX_HOSTS:
                 raise FleetError(f"host count must be between 1 and {MAX_HOSTS}, got {args.hosts}")
             with exclusive(RUN_DIR):  # subnet and interface checks of two fleets must not race
-                state = fleet.up(names, args.subnet, args.node, groups)
-            log(f"fleet {args.name!r} up in {state['up_seconds']}s: " + ", ".join(f"{h}={i['ip']}" for h, i in state["hosts"].items()))
+                if args.reuse:
+                    state = fleet.reuse_or_replace(names, args.subnet, args.node, groups)
+                else:
+                    state = fleet.up(names, args.subnet, args.node, groups)
+            if not state.get("reused"):
+                log(f"fleet {args.name!r} up in {state['up_seconds']}s: " + ", ".join(f"{h}={i['ip']}" for h, i in state["hosts"].items()))
             if args.inventory:
                 Path(args.inventory).write_text(fleet.inventory({}))
         elif args.cmd == "down":

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -111,3 +112,77 @@ def test_down_leaves_nothing_behind(two_hosts):
     left = fleet("leftovers")
     assert left.stdout.strip() == "none", left.stdout
     assert left.returncode == 0
+
+
+def test_up_reuse_keeps_a_fleet_that_is_up_as_asked_and_replaces_one_that_is_not():
+    name = "pyreuse"
+    args = ["up", "--reuse", "--host-names", "solo", "--subnet", "auto", "--node", "none"]
+    try:
+        first = fleet(*args, name=name)
+        assert first.returncode == 0, first.stderr
+        pid = json.loads(fleet("status", "--json", name=name).stdout)
+        again = fleet(*args, name=name)
+        assert again.returncode == 0, again.stderr
+        assert "reusing fleet 'pyreuse'" in again.stderr
+        assert json.loads(fleet("status", "--json", name=name).stdout) == pid
+        launcher = json.loads((Path("/run/nodefleet") / name / "state.json").read_text())["hosts"]["solo"]["launcher_pid"]
+        assert fleet("power-cut", "solo", name=name).returncode == 0
+        replaced = fleet(*args, name=name)
+        assert replaced.returncode == 0, replaced.stderr
+        assert "replacing fleet 'pyreuse'" in replaced.stderr
+        state = json.loads((Path("/run/nodefleet") / name / "state.json").read_text())
+        assert state["hosts"]["solo"]["launcher_pid"] != launcher
+        assert json.loads(fleet("status", "--json", name=name).stdout)["hosts"]["solo"]["running"] is True
+    finally:
+        fleet("down", "--missing-ok", name=name)
+    assert fleet("leftovers", name=name).stdout.strip() == "none"
+
+
+def test_a_bad_boot_timeout_is_refused(monkeypatch):
+    monkeypatch.setenv("NODEFLEET_BOOT_TIMEOUT", "soon")
+    result = fleet("up", "--hosts", "1", "--subnet", "auto", name="pybadto")
+    assert result.returncode == 2
+    assert "NODEFLEET_BOOT_TIMEOUT='soon' is not a number of seconds" in result.stderr
+    assert fleet("leftovers", name="pybadto").stdout.strip() == "none"
+
+
+# Pure logic of the tool, on stand-ins for the kernel's files and for slow commands.
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("fleet_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_inotify_limit_too_low_is_raised(tmp_path, monkeypatch):
+    tool = load_tool()
+    (tmp_path / "max_user_instances").write_text("128\n")
+    (tmp_path / "max_user_watches").write_text("65536\n")
+    monkeypatch.setattr(tool, "INOTIFY_SYSCTL", tmp_path)
+    monkeypatch.setattr(tool, "inotify_usage", lambda uid=0: {"max_user_instances": 114, "max_user_watches": 100})
+    tool.ensure_kernel_limits(24)
+    assert int((tmp_path / "max_user_instances").read_text()) >= 114 + 24 * tool.INOTIFY_PER_HOST["max_user_instances"]
+    assert (tmp_path / "max_user_watches").read_text() == "65536\n"  # enough for 24 hosts: left alone
+
+
+def test_an_inotify_limit_that_cannot_be_raised_is_named(tmp_path, monkeypatch):
+    tool = load_tool()
+    (tmp_path / "max_user_instances").write_text("100000\n")
+    # A read-only sysctl (mode 0444: even root cannot write it) stands in for a limit this machine may not raise.
+    (tmp_path / "max_user_watches").symlink_to("/proc/sys/kernel/ngroups_max")
+    limit = int(Path("/proc/sys/kernel/ngroups_max").read_text())
+    monkeypatch.setattr(tool, "INOTIFY_SYSCTL", tmp_path)
+    monkeypatch.setattr(tool, "inotify_usage", lambda uid=0: {"max_user_instances": 0, "max_user_watches": 10})
+    hosts = limit // tool.INOTIFY_PER_HOST["max_user_watches"] + 1
+    need = hosts * tool.INOTIFY_PER_HOST["max_user_watches"]
+    with pytest.raises(tool.FleetError, match=rf"fs\.inotify\.max_user_watches is {limit}: root already uses 10 and "
+                                              rf"{hosts} hosts need about {need} more.*sysctl -w fs\.inotify\.max_user_watches="):
+        tool.ensure_kernel_limits(hosts)
+    assert int(Path("/proc/sys/kernel/ngroups_max").read_text()) == limit
+
+
+def test_a_command_that_outlives_its_timeout_is_a_clear_error():
+    tool = load_tool()
+    with pytest.raises(tool.FleetError, match=r"sleep 5 did not finish within 0s"):
+        tool.run(["sleep", "5"], timeout=0.2)
