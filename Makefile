@@ -27,7 +27,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link test-copy lint sanity units fleet-tests molecule test demo demo-down
+.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link test-copy lint prometheus-rules sanity units fleet-tests molecule test demo demo-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,25 @@ test-copy: venv
 lint: deps  ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production
 
+# promtool from Debian's prometheus package, unpacked into build/ (no Prometheus server installed or started here).
+PROMTOOL    := $(BUILD)/promtool/usr/bin/promtool
+$(PROMTOOL):
+	rm -rf $(BUILD)/promtool && mkdir -p $(BUILD)/promtool/deb
+	cd $(BUILD)/promtool/deb && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x $(BUILD)/promtool/deb/prometheus_*.deb $(BUILD)/promtool
+	test -x $@
+
+prometheus-rules: deps $(PROMTOOL)  ## promtool: pm2_watchdog's alert rules (role defaults) + their unit tests, the scrape snippet
+	rm -rf $(BUILD)/prometheus && mkdir -p $(BUILD)/prometheus
+	$(BIN)/ansible localhost -c local -o -m ansible.builtin.template -e @roles/pm2_watchdog/defaults/main.yml \
+	  -a "src=roles/pm2_watchdog/templates/pm2.rules.yml.j2 dest=$(BUILD)/prometheus/pm2.rules.yml mode=0644" >/dev/null
+	$(BIN)/python -c 'import sys, yaml; print(yaml.safe_dump({"rule_files": ["pm2.rules.yml"], \
+	  "scrape_configs": yaml.safe_load(open(sys.argv[1]))}))' roles/pm2_watchdog/files/prometheus/scrape-config.yml \
+	  > $(BUILD)/prometheus/prometheus.yml
+	$(PROMTOOL) check config $(BUILD)/prometheus/prometheus.yml
+	cp tests/prometheus/pm2.rules.test.yml $(BUILD)/prometheus/
+	$(PROMTOOL) test rules $(BUILD)/prometheus/pm2.rules.test.yml
+
 sanity: deps test-copy  ## ansible-test sanity (no ignore entries)
 	@if ls tests/sanity/ignore-*.txt >/dev/null 2>&1; then echo "tests/sanity/ignore-*.txt must not exist" >&2; exit 1; fi
 	cd $(TEST_COPY) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
@@ -83,7 +102,7 @@ fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardo
 molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
 	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; $(BIN)/molecule test -s $$s || exit 1; done
 
-test: deps lint sanity units fleet-tests molecule build-test  ## Everything CI runs
+test: deps lint prometheus-rules sanity units fleet-tests molecule build-test  ## Everything CI runs
 	@echo "make test: all suites passed"
 
 demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/example to it, print the status table
@@ -96,6 +115,10 @@ demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/exampl
 	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l prod && \
 	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l staging && \
 	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.status -e pm2_deploy_status_json=$(BUILD)/demo-status.json
+	@$(BIN)/python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))["all"]; \
+	  print("PM2 and watchdog metrics (node exporter textfile collector, docs/watchdog.md):"); \
+	  [print("  curl -s http://%s:9100/metrics | grep ^nodefleet_pm2" % inv["hosts"][h]["ansible_host"]) \
+	   for h in inv["hosts"] if h not in inv["children"]["lb"]["hosts"]]' $(BUILD)/demo-inventory.yml
 
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
