@@ -27,7 +27,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link test-copy lint prometheus-rules sanity units fleet-tests molecule test demo demo-down
+.PHONY: bench-deploy bench-noop bench-watchdog help deps venv debian-deps collection-link test-copy lint prometheus-rules sanity units fleet-tests molecule test demo demo-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -125,6 +125,9 @@ demo-down:  ## Remove the demo fleet
 
 bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/deploy_scale.py
+
+bench-watchdog: deps collection-link  ## Benchmark: watchdog heal times, CPU/memory per host, scenario wall time (docs/benchmarks.md)
+	$(BIN)/python tests/benchmarks/watchdog_cost.py
 
 bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/noop_vs_ping.py

@@ -64,8 +64,8 @@ def lock_held(lock_text, mtime, now, ttl):
 
 
 def new_state():
-    return {'failures': 0, 'first_failure': None, 'alerted': False, 'limited': False, 'held': False, 'healthy': True,
-            'heals': [], 'heals_total': 0, 'alerts_total': {}, 'check': '', 'detail': ''}
+    return {'failures': 0, 'first_failure': None, 'last_ok': None, 'alerted': False, 'limited': False, 'held': False,
+            'healthy': True, 'heals': [], 'heals_total': 0, 'alerts_total': {}, 'check': '', 'detail': ''}
 
 
 def decide(state, observation, now, settings):
@@ -82,7 +82,7 @@ def decide(state, observation, now, settings):
     state.update(held=False, check=observation.get('check', ''), detail=observation.get('detail', ''))
     if kind == 'ok':
         recovered = state['alerted']
-        state.update(failures=0, first_failure=None, alerted=False, limited=False, healthy=True)
+        state.update(failures=0, first_failure=None, last_ok=now, alerted=False, limited=False, healthy=True)
         return state, ('recovered' if recovered else None)
     state.update(failures=state['failures'] + 1, healthy=False)
     if state['first_failure'] is None:
@@ -139,7 +139,8 @@ def alert_payload(cfg, app, state, event, action, action_ok, now, release):
         'event': event, 'check': state['check'], 'failures': state['failures'], 'action': action,
         'action_ok': action_ok, 'detail': state['detail'], 'release': release,
         'heals_in_window': len(state['heals']), 'heal_limit': cfg['heal_limit'], 'heal_window': cfg['heal_window'],
-        'first_failure_at': iso(state['first_failure']), 'time': iso(now), 'timestamp': round(now, 3),
+        'last_ok_at': iso(state['last_ok']), 'first_failure_at': iso(state['first_failure']), 'time': iso(now),
+        'timestamp': round(now, 3),
     }
 
 
@@ -656,8 +657,8 @@ class Host(object):
         cpu, max_rss = run_usage()
         run = {'start': start, 'end': time.time(), 'cpu': cpu, 'max_rss': max_rss, 'alert_errors': errors,
                'pending': len(store['outbox'])}
-        write_textfile(self.cfg['textfile_dir'], WATCHDOG_PROM, render_prom(watchdog_families(self.cfg,
-                                                                                             store['apps'], run)))
+        text = render_prom(watchdog_families(self.cfg, store['apps'], run))
+        write_textfile(self.cfg['textfile_dir'], WATCHDOG_PROM, text)
 
     # ---------------------------------------------------------------- metrics
 

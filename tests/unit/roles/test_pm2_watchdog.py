@@ -43,9 +43,15 @@ def run(observations, state=None, start=1000.0, step=10.0):
 # --------------------------------------------------------------------------- decide
 
 def test_heals_after_k_consecutive_failures_then_alerts_the_recovery():
-    state, actions = run([FAIL, FAIL, FAIL, OK])
-    assert actions == [None, None, 'heal', 'recovered']
+    state, actions = run([OK, FAIL, FAIL, FAIL, OK])
+    assert actions == [None, None, None, 'heal', 'recovered']
     assert state['heals_total'] == 1 and state['failures'] == 0 and not state['alerted']
+    assert state['last_ok'] == 1040.0
+
+
+def test_the_streak_starts_right_after_the_last_good_pass():
+    state, _actions = run([OK, OK, FAIL, FAIL])
+    assert (state['last_ok'], state['first_failure'], state['failures']) == (1010.0, 1020.0, 2)
 
 
 def test_a_success_in_between_resets_the_count():
@@ -263,12 +269,13 @@ def test_watchdog_families_per_app():
 
 def test_alert_payload_and_subject_name_host_app_action():
     cfg = {'host': 'node1', 'project': 'shop', 'heal_limit': 3, 'heal_window': 3600}
-    state = dict(wd.new_state(), failures=3, check='instances,http', detail='d', first_failure=0.0, heals=[1.0])
+    state = dict(wd.new_state(), failures=3, check='instances,http', detail='d', first_failure=0.0, heals=[1.0], last_ok=-2.0)
     payload = wd.alert_payload(cfg, {'name': 'api', 'supervisor': 'pm2'}, state, 'failing', 'pm2 reload', True, 10.0, 'r1')
     assert {k: payload[k] for k in ('host', 'app', 'check', 'failures', 'action', 'action_ok', 'release')} == {
         'host': 'node1', 'app': 'api', 'check': 'instances,http', 'failures': 3, 'action': 'pm2 reload',
         'action_ok': True, 'release': 'r1'}
     assert payload['time'] == '1970-01-01T00:00:10.000+00:00' and payload['timestamp'] == 10.0
+    assert (payload['last_ok_at'], payload['first_failure_at']) == ('1969-12-31T23:59:58.000+00:00', '1970-01-01T00:00:00.000+00:00')
     assert wd.mail_subject(payload) == '[nodefleet watchdog] node1 shop/api failing: 3 failures, action pm2 reload'
     assert wd.mail_subject(dict(payload, event='recovered')) == '[nodefleet watchdog] node1 shop/api recovered'
 
