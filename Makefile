@@ -32,7 +32,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: bench-deploy bench-noop help deps venv debian-deps collection-link lint sanity units compat fleet-tests molecule \
+.PHONY: bench-deploy bench-noop bench-watchdog help deps venv debian-deps collection-link lint prometheus-rules sanity units compat fleet-tests molecule \
         molecule-oldest test demo demo-down demo-test guides-test
 
 help:  ## List the targets
@@ -76,6 +76,25 @@ core-venv-%:
 lint: deps  ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production
 
+# promtool from Debian's prometheus package, unpacked into build/ (no Prometheus server installed or started here).
+PROMTOOL    := $(BUILD)/promtool/usr/bin/promtool
+$(PROMTOOL):
+	rm -rf $(BUILD)/promtool && mkdir -p $(BUILD)/promtool/deb
+	cd $(BUILD)/promtool/deb && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x $(BUILD)/promtool/deb/prometheus_*.deb $(BUILD)/promtool
+	test -x $@
+
+prometheus-rules: deps $(PROMTOOL)  ## promtool: pm2_watchdog's alert rules (role defaults) + their unit tests, the scrape snippet
+	rm -rf $(BUILD)/prometheus && mkdir -p $(BUILD)/prometheus
+	$(BIN)/ansible localhost -c local -o -m ansible.builtin.template -e @roles/pm2_watchdog/defaults/main.yml \
+	  -a "src=roles/pm2_watchdog/templates/pm2.rules.yml.j2 dest=$(BUILD)/prometheus/pm2.rules.yml mode=0644" >/dev/null
+	$(BIN)/python -c 'import sys, yaml; print(yaml.safe_dump({"rule_files": ["pm2.rules.yml"], \
+	  "scrape_configs": yaml.safe_load(open(sys.argv[1]))}))' roles/pm2_watchdog/files/prometheus/scrape-config.yml \
+	  > $(BUILD)/prometheus/prometheus.yml
+	$(PROMTOOL) check config $(BUILD)/prometheus/prometheus.yml
+	cp tests/prometheus/pm2.rules.test.yml $(BUILD)/prometheus/
+	$(PROMTOOL) test rules $(BUILD)/prometheus/pm2.rules.test.yml
+
 sanity: deps  ## ansible-test sanity (no ignore entries)
 	tests/ansible-test/run.sh $(VENV) sanity
 
@@ -103,7 +122,7 @@ molecule-oldest: deps core-venv-$(CORE_OLDEST)  ## the OLDEST_SCENARIOS with ans
 	  for s in $(OLDEST_SCENARIOS); do echo "=== molecule scenario $$s on ansible-core $(CORE_OLDEST)"; molecule test -s $$s || exit 1; done
 
 # In this order; `make test` prints the wall time of each (docs/ci.md keeps the figures and the budget).
-TEST_SUITES := lint sanity units compat fleet-tests molecule molecule-oldest build-test demo-test guides-test
+TEST_SUITES := lint prometheus-rules sanity units compat fleet-tests molecule molecule-oldest build-test demo-test guides-test
 
 test: deps  ## Everything CI runs: the TEST_SUITES in order, each timed
 	@times=""; t_all=$$(date +%s); for suite in $(TEST_SUITES); do t0=$$(date +%s); \
@@ -121,6 +140,10 @@ demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/exampl
 	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l prod && \
 	  $(BIN)/ansible-playbook $$inv $$src nodefleet.pm2.deploy -l staging && \
 	  $(BIN)/ansible-playbook $$inv nodefleet.pm2.status -e pm2_deploy_status_json=$(BUILD)/demo-status.json
+	@$(BIN)/python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))["all"]; \
+	  print("PM2 and watchdog metrics (node exporter textfile collector, docs/watchdog.md):"); \
+	  [print("  curl -s http://%s:9100/metrics | grep ^nodefleet_pm2" % inv["hosts"][h]["ansible_host"]) \
+	   for h in inv["hosts"] if h not in inv["children"]["lb"]["hosts"]]' $(BUILD)/demo-inventory.yml
 
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
@@ -133,6 +156,9 @@ guides-test: deps  ## docs/quickstart.md (CORE_PINNED) and docs/migration.md (CO
 
 bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/deploy_scale.py
+
+bench-watchdog: deps collection-link  ## Benchmark: watchdog heal times, CPU/memory per host, scenario wall time (docs/benchmarks.md)
+	$(BIN)/python tests/benchmarks/watchdog_cost.py
 
 bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/noop_vs_ping.py
