@@ -73,8 +73,9 @@ core-venv-%:
 	    echo "Creating $$1 ($$2)"; rm -rf "$$1"; $(PYTHON) -m venv "$$1"; "$$1/bin/pip" install --quiet $$2; \
 	    echo "$$2" > "$$1/.installed"' _ "$$dir" "$$want"
 
-lint: deps  ## ansible-lint, production profile
+lint: deps  ## ansible-lint (production profile); role docs match their argument specs and defaults (tests/tools/role_docs.py)
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/python tests/tools/role_docs.py --check
 
 # promtool from Debian's prometheus package, unpacked into build/ (no Prometheus server installed or started here).
 PROMTOOL    := $(BUILD)/promtool/usr/bin/promtool
