@@ -79,11 +79,11 @@ def test_run_step_checks_topology_source_hooks_and_identity(tmp_path):
     hostvars['h2']['_pm2_deploy_host']['apps'][1:] = [dict(hostvars['h1']['_pm2_deploy_host']['apps'][1])]
     result = run({'step': 'run', 'hosts': ['h1', 'h2']}, dict(host_vars(tmp_path), hostvars=hostvars))
     assert result['failed'] and 'billing is a fleet singleton but would run on 2 hosts' in result['msg']
-    result = run({'step': 'run', 'hosts': ['h1']}, dict(host_vars(tmp_path, pm2_deploy_after_ship_tasks_file='nope.yml'),
-                                                            hostvars=fleet(tmp_path)))
+    missing_hook = host_vars(tmp_path, pm2_deploy_after_ship_tasks_file='nope.yml')
+    result = run({'step': 'run', 'hosts': ['h1']}, dict(missing_hook, hostvars=fleet(tmp_path)))
     assert result['failed'] and 'pm2_deploy_after_ship_tasks_file: nope.yml not found' in result['msg']
-    result = run({'step': 'run', 'hosts': ['h1']}, dict(host_vars(tmp_path, pm2_deploy_source_path=str(tmp_path / 'gone')),
-                                                            hostvars=fleet(tmp_path)))
+    no_source = host_vars(tmp_path, pm2_deploy_source_path=str(tmp_path / 'gone'))
+    result = run({'step': 'run', 'hosts': ['h1']}, dict(no_source, hostvars=fleet(tmp_path)))
     assert result['failed'] and 'is not a directory on the controller' in result['msg']
 
 
@@ -123,15 +123,15 @@ def test_decide_summary_and_status(tmp_path):
         assert json.load(handle)['hosts'][0]['host'] == 'h1'
     failed = run({'step': 'decide', 'hosts': ['h1']}, {'hostvars': dict(hostvars, h1=dict(hostvars['h1'], __pm2_deploy_plan={'failed': True, 'msg': 'boom'}))})
     assert failed['failed'] and 'h1: boom' in failed['msg']
-    hostvars['h1']['__pm2_deploy_status'] = {'current': 'B', 'apps': {'api': {'supervisor': 'pm2', 'instances_online': 2,
-                                                                             'instances': [{'status': 'online', 'restarts': 1}]}}}
+    api = {'supervisor': 'pm2', 'instances_online': 2, 'instances': [{'status': 'online', 'restarts': 1}]}
+    hostvars['h1']['__pm2_deploy_status'] = {'current': 'B', 'apps': {'api': api}}
     hostvars['h2']['__pm2_deploy_status'] = {'unreachable': True, 'msg': 'ssh'}
     out = tmp_path / 'fleet.json'
     status = run({'step': 'status', 'hosts': ['h1', 'h2'], 'results': '__pm2_deploy_status', 'status_json': str(out)},
                  {'hostvars': hostvars})
     rows = json.loads(out.read_text())
-    assert [(r['host'], r['app'], r['status']) for r in rows] == [('h1', 'api', 'online'), ('h1', 'billing', 'absent'),
-                                                                 ('h2', '-', 'unreachable')]
+    expected = [('h1', 'api', 'online'), ('h1', 'billing', 'absent'), ('h2', '-', 'unreachable')]
+    assert [(r['host'], r['app'], r['status']) for r in rows] == expected
     assert status['lines'][0].startswith('host')
 
 
