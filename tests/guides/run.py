@@ -234,11 +234,14 @@ def make_home(work: Path, key: Path, addresses: dict[str, str], fleet_ips: dict[
     (home / "src").mkdir(parents=True)
     shutil.copytree(PROJECT, home / "src" / "myapp")
     checkout = home / "src" / "nodefleet-pm2"
-    checkout.mkdir()
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout
-    subprocess.run(f"tar --null --ignore-failed-read -T - -cf - | tar -xf - -C {shlex.quote(str(checkout))}",
-                   shell=True, cwd=REPO, input=files, check=True)
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                             capture_output=True, check=False)
+    if listing.returncode == 0:  # the checkout as git sees it: no venv, no build output
+        checkout.mkdir()
+        subprocess.run(f"tar --null --ignore-failed-read -T - -cf - | tar -xf - -C {shlex.quote(str(checkout))}",
+                       shell=True, cwd=REPO, input=listing.stdout, check=True)
+    else:  # an exported tree
+        shutil.copytree(REPO, checkout, symlinks=True, ignore=shutil.ignore_patterns(".venv", "build", ".git"))
     ssh = home / ".ssh"
     ssh.mkdir(mode=0o700)
     shutil.copy(key, ssh / "id_ed25519")
