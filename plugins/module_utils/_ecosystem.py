@@ -24,11 +24,13 @@ import json
 import math
 import os
 import re
+import selectors
 import shlex
 import shutil
 import subprocess
 import tempfile
 import textwrap
+import time
 
 try:
     import yaml
@@ -51,19 +53,48 @@ class EcosystemError(Exception):
 JS_EXTENSIONS = ('.js', '.cjs', '.mjs')
 JSON_EXTENSIONS = ('.json',)
 YAML_EXTENSIONS = ('.yml', '.yaml')
+# Bytes read from the evaluator: the JSON result, and what the file prints (counted, never kept). Both are capped
+# while they are read: past the cap the child is killed.
 MAX_OUTPUT = 4 * 1024 * 1024
+MAX_PRINTED = 4 * 1024 * 1024
+# Node.js 20 is the first with the permission model, which the sandbox needs.
+MIN_NODE_MAJOR = 20
+# Heap of the child node: an ecosystem file is a few kilobytes of data.
+NODE_HEAP_MB = 256
 
 # Runs in a child node process: cwd and HOME in an empty temp dir, a minimal environment, the permission model on
-# (no file writes, no child processes, no workers; reads limited to the ecosystem file's directory and the temp
-# dir) where this Node.js has it, and network modules stubbed before the file is loaded (CommonJS and ES module
-# imports see the same stubbed builtins). It prints one JSON document: {"config": ...} or {"error": {...}}.
+# (no file writes, no child processes, no workers, no addons, no WASI, no inspector; reads limited to the ecosystem
+# file's directory and the temp dir), eval and new Function off. Before the file is loaded:
+# - network modules are stubbed (CommonJS and ES module imports see the same stubbed builtins);
+# - signals are refused: process.kill (and the binding behind it) and os.setPriority throw, so the file cannot
+#   touch the Ansible worker (its parent) or any other process;
+# - every fs function that takes a path checks where the path really leads: the permission model checks the path
+#   as written and then follows symlinks, so a link in the allowed directory would read any file. A path whose real
+#   location is outside the allowed directories is refused (and reported back, without content). Module loading
+#   (require, import) resolves symlinks itself, and the permission model then checks the real path.
+# It writes one JSON document to the result fd (argv[4]): {"config": ..., "refused": [...]} or {"error": {...}};
+# stdout and stderr are the file's own (console.log at load time), counted by the caller and never shown.
 # The error carries the error's class and first message line only: Node's own uncaught-error output would quote
 # the offending source line, which may hold a secret.
 EVALUATOR_JS = r"""'use strict';
 const Module = require('module');
+const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const url = require('url');
+const [file, esmCopy, resultFd, rootsJson] = process.argv.slice(2);
+const writeSync = fs.writeSync;
+const stringify = JSON.stringify;
+const exit = process.exit;
+const refused = [];
 const blocked = (what) => function () { throw new Error('nodefleet pm2_import: ' + what + ' is disabled while evaluating an ecosystem file'); };
+
+// Signals: nothing but this process may be affected.
+for (const fn of ['kill', '_kill']) {
+  Object.defineProperty(process, fn, { value: blocked('process.' + fn), writable: false, configurable: false, enumerable: true });
+}
+Object.defineProperty(os, 'setPriority', { value: blocked('os.setPriority'), writable: false, configurable: false });
+
 const stub = (name, fns) => {
   let mod;
   try { mod = require(name); } catch (e) { return; }
@@ -84,15 +115,80 @@ try {
 stub('child_process', ['spawn', 'spawnSync', 'exec', 'execSync', 'execFile', 'execFileSync', 'fork']);
 stub('worker_threads', ['Worker']);
 stub('cluster', ['fork']);
+stub('wasi', ['WASI']);
 if (typeof globalThis.fetch === 'function') globalThis.fetch = blocked('fetch');
 if (typeof globalThis.WebSocket === 'function') globalThis.WebSocket = blocked('WebSocket');
+
+// Files: a path must really lead into an allowed directory.
+const roots = JSON.parse(rootsJson);
+const realpath = fs.realpathSync.native;
+const inside = (p) => roots.some((r) => p === r || p.startsWith(r + path.sep));
+const asPath = (p) => {
+  if (typeof p === 'string') return p;
+  if (p instanceof URL) return url.fileURLToPath(p);
+  if (p instanceof Uint8Array) return Buffer.from(p).toString();
+  return null;  // a file descriptor, or nothing
+};
+const check = (fn, arg) => {
+  const given = asPath(arg);
+  if (given === null) return;
+  const abs = path.resolve(given);
+  let real;
+  try {
+    real = realpath(abs);
+  } catch (e) {
+    if (!(e && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))) real = null;
+    else { try { real = path.join(realpath(path.dirname(abs)), path.basename(abs)); } catch (e2) { real = abs; } }
+  }
+  if (real !== null && inside(real)) return;
+  if (refused.length < 20 && !refused.includes(abs)) refused.push(abs);
+  const err = new Error('nodefleet pm2_import: ' + fn + ' of ' + abs + ' refused: it is outside the directory of the ecosystem file (or leads there through a symlink)');
+  err.code = 'ERR_ACCESS_DENIED';
+  throw err;
+};
+const TWO_PATHS = new Set(['copyFile', 'cp', 'link', 'rename', 'symlink']);
+const guard = (mod, prefix) => {
+  for (const name of Object.keys(mod)) {
+    const orig = mod[name];
+    if (typeof orig !== 'function' || /^[A-Z_]/.test(name) || orig.__nodefleet_guarded__) continue;
+    const base = name.replace(/Sync$/, '');
+    const wrapped = function (...args) {
+      try {
+        check(prefix + name, args[0]);
+        if (TWO_PATHS.has(base)) check(prefix + name, args[1]);
+      } catch (e) {
+        // exists never throws: a path outside does not exist for the file.
+        if (name === 'existsSync') return false;
+        if (name === 'exists' && typeof args[1] === 'function') { process.nextTick(args[1], false); return undefined; }
+        throw e;
+      }
+      return orig.apply(this, args);
+    };
+    for (const k of Object.keys(orig)) wrapped[k] = orig[k];  // realpath.native
+    if (typeof orig.native === 'function') {
+      const native = orig.native;
+      wrapped.native = function (...args) { check(prefix + name + '.native', args[0]); return native.apply(this, args); };
+    }
+    Object.defineProperty(wrapped, '__nodefleet_guarded__', { value: true });
+    Object.defineProperty(mod, name, { value: wrapped, writable: false, configurable: false, enumerable: true });
+  }
+};
+guard(fs.promises, 'fs.promises.');
+guard(fs, 'fs.');
 try { Module.syncBuiltinESMExports(); } catch (e) { /* old node */ }
 
-const fs = require('fs');
-const out = (doc) => { fs.writeSync(1, JSON.stringify(doc)); process.exit(0); };
-const fail = (kind, e) => out({ error: { kind, name: (e && e.name) || 'Error', message: String((e && e.message) || e).split('\n')[0].slice(0, 300) } });
+const out = (doc) => { writeSync(Number(resultFd), stringify(doc)); exit(0); };
+const fail = (kind, e) => out({ error: { kind, name: (e && e.name) || 'Error', message: String((e && e.message) || e).split('\n')[0].slice(0, 300) }, refused });
+// An error thrown later (a timer, a stream without an error handler) is the file's error too, not a crash.
+process.on('uncaughtException', (e) => fail('load', e));
+process.on('unhandledRejection', (e) => fail('load', e));
 
+// Plain data only, and not more of it than fits the result: a structure that shares its parts (a "billion laughs"
+// of arrays) would otherwise be expanded here.
+const MAX_NODES = 200000;
+let nodes = 0;
 function plain(value, seen, depth) {
+  if (++nodes > MAX_NODES) throw new Error('the exported object is too large (more than ' + MAX_NODES + ' values)');
   if (depth > 50) throw new Error('nesting too deep');
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
   if (typeof value === 'number') return Number.isFinite(value) ? value : String(value);
@@ -116,8 +212,6 @@ function plain(value, seen, depth) {
 }
 
 async function main() {
-  const file = process.argv[2];
-  const esmCopy = process.argv[3];
   let exported;
   const isEsmSyntax = (e) => e && e.name === 'SyntaxError' && /\b(export|import)\b/.test(String(e.message));
   try {
@@ -141,11 +235,13 @@ async function main() {
   if (exported && typeof exported.then === 'function') {
     try { exported = await exported; } catch (e) { return fail('load', e); }
   }
+  let config;
   try {
-    out({ config: plain(exported, new Set(), 0) });
+    config = plain(exported, new Set(), 0);
   } catch (e) {
-    fail('serialise', e);
+    return fail('serialise', e);
   }
+  out({ config, refused });
 }
 main().catch((e) => fail('load', e));
 """
@@ -155,64 +251,164 @@ def _node_major(node):
     try:
         proc = subprocess.run([node, '--version'], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        raise EcosystemError('cannot run node (%s); install Node.js on the controller or set node_executable' % node)
+        raise EcosystemError('node_executable: cannot run %s; install Node.js %d or later on the controller or set node_executable'
+                             % (node, MIN_NODE_MAJOR))
     match = re.match(r'^v(\d+)\.', proc.stdout.strip())
     if not match:
-        raise EcosystemError('cannot tell the version of %s' % node)
+        raise EcosystemError('node_executable: cannot tell the version of %s' % node)
     return int(match.group(1))
 
 
-def evaluate_js(path, node='node', timeout=10, environ=None):
-    """Evaluate a JavaScript ecosystem file in a sandboxed child node process; return the exported object."""
-    node_path = shutil.which(node) if os.sep not in node else node
+def _kill(proc):
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+
+
+def _run_bounded(argv, cwd, env, result_pipe, timeout, path):
+    """Run the evaluator; return (result bytes, {'stdout': n, 'stderr': n}, returncode).
+
+    Reads the result pipe, stdout and stderr as they are produced: the result is kept up to MAX_OUTPUT, the file's
+    own output is only counted (up to MAX_PRINTED). Past either cap, or past the timeout, the child is killed, so the
+    controller's memory stays bounded whatever the file does.
+    """
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(result_pipe[1],), start_new_session=True)
+    except OSError:
+        os.close(result_pipe[0])
+        raise
+    finally:
+        os.close(result_pipe[1])
+    streams = {proc.stdout.fileno(): 'stdout', proc.stderr.fileno(): 'stderr', result_pipe[0]: 'result'}
+    result = bytearray()
+    printed = {'stdout': 0, 'stderr': 0}
+    deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    try:
+        for fd in streams:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _kill(proc)
+                raise EcosystemError('evaluating %s with node took longer than %s s (timeout)' % (path, timeout))
+            for key, _events in selector.select(remaining):
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                if streams[key.fd] == 'result':
+                    result += chunk
+                    if len(result) > MAX_OUTPUT:
+                        _kill(proc)
+                        raise EcosystemError('the evaluated ecosystem file %s is larger than %d bytes' % (path, MAX_OUTPUT))
+                else:
+                    printed[streams[key.fd]] += len(chunk)
+                    if sum(printed.values()) > MAX_PRINTED:
+                        _kill(proc)
+                        raise EcosystemError('the ecosystem file %s printed more than %d bytes while it was evaluated (stopped)'
+                                             % (path, MAX_PRINTED))
+        try:
+            returncode = proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise EcosystemError('evaluating %s with node took longer than %s s (timeout)' % (path, timeout))
+    finally:
+        selector.close()
+        os.close(result_pipe[0])
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.poll() is None:
+            _kill(proc)
+    return bytes(result), printed, returncode
+
+
+def evaluate_js(path, node='node', timeout=10, environ=None, notes=None):
+    """Evaluate a JavaScript ecosystem file in a sandboxed child node process; return the exported object.
+
+    What the evaluation reports besides the object (output printed at load time, reads refused) is appended to
+    `notes` (a list) when given.
+    """
+    node_path = shutil.which(node) if os.sep not in node else (node if os.path.isfile(node) else None)
     if not node_path:
-        raise EcosystemError('node (%s) not found on the controller; install Node.js or set node_executable' % node)
+        raise EcosystemError('node_executable: %s not found on the controller; install Node.js %d or later or set node_executable'
+                             % (node, MIN_NODE_MAJOR))
     major = _node_major(node_path)
+    if major < MIN_NODE_MAJOR:
+        raise EcosystemError('node_executable: %s is Node.js %d; evaluating a JavaScript ecosystem file needs Node.js %d or later '
+                             '(its permission model keeps the file from reading, writing or running anything else). Set '
+                             'node_executable to a newer node, or import a JSON or YAML copy of the file'
+                             % (node_path, major, MIN_NODE_MAJOR))
     src = os.path.realpath(path)
     src_dir = os.path.dirname(src)
-    workdir = tempfile.mkdtemp(prefix='nodefleet-pm2-import-')
+    workdir = os.path.realpath(tempfile.mkdtemp(prefix='nodefleet-pm2-import-'))
     try:
         evaluator = os.path.join(workdir, 'evaluate.cjs')
         with open(evaluator, 'w') as handle:
             handle.write(EVALUATOR_JS)
         esm_copy = os.path.join(workdir, 'ecosystem.mjs')
         shutil.copyfile(src, esm_copy)
-        argv = [node_path]
-        if major >= 20:
-            argv.append('--permission' if major >= 23 else '--experimental-permission')
-            for allowed in (src_dir, workdir):
-                argv.append('--allow-fs-read=%s' % (allowed + ('/*' if major < 22 else '')))
-            argv.append('--allow-fs-read=%s' % src)
-        argv += ['--no-warnings', '--disallow-code-generation-from-strings', evaluator, src, esm_copy]
+        argv = [node_path, '--permission' if major >= 23 else '--experimental-permission']
+        for allowed in (src_dir, workdir):
+            argv.append('--allow-fs-read=%s' % (allowed + ('/*' if major < 22 else '')))
+        argv.append('--allow-fs-read=%s' % src)
+        argv += ['--no-warnings', '--disallow-code-generation-from-strings', '--max-old-space-size=%d' % NODE_HEAP_MB]
+        result_pipe = os.pipe()
+        argv += [evaluator, src, esm_copy, str(result_pipe[1]), json.dumps([src_dir, workdir])]
         env = {'PATH': '/usr/bin:/bin', 'HOME': workdir, 'LANG': 'C.UTF-8', 'NODE_OPTIONS': ''}
         env.update(environ or {})
         try:
-            proc = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise EcosystemError('evaluating %s with node took longer than %s s (timeout)' % (path, timeout))
+            raw, printed, returncode = _run_bounded(argv, workdir, env, result_pipe, timeout, path)
+        except OSError as exc:
+            raise EcosystemError('node_executable: cannot run %s: %s' % (node_path, exc.strerror or type(exc).__name__))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if len(proc.stdout) > MAX_OUTPUT:
-        raise EcosystemError('the evaluated ecosystem file %s is larger than %d bytes' % (path, MAX_OUTPUT))
     try:
-        doc = json.loads(proc.stdout.decode('utf-8'))
+        doc = json.loads(raw.decode('utf-8'))
+        if not isinstance(doc, dict):
+            raise ValueError
     except ValueError:
         # stderr is not shown: it may quote source lines.
-        raise EcosystemError('node could not evaluate %s (exit code %s, no result)' % (path, proc.returncode))
+        if returncode is not None and returncode < 0:
+            how = 'node was killed by signal %d%s' % (-returncode, ' (out of memory? the evaluation gets %d MB of heap)' % NODE_HEAP_MB
+                                                      if -returncode == 6 else '')
+        else:
+            how = 'exit code %s' % returncode
+        raise EcosystemError('node could not evaluate %s (%s, no result)' % (path, how))
+    refused = [p for p in doc.get('refused') or [] if isinstance(p, str)]
+    if notes is not None:
+        for stream in ('stdout', 'stderr'):
+            if printed[stream]:
+                notes.append('%s printed %d bytes on %s while it was evaluated (ignored and not shown: it may hold secrets; '
+                             'the import read the exported object only)' % (os.path.basename(path), printed[stream], stream))
+        for refused_path in refused:
+            notes.append('%s tried to use %s, which is outside its directory or leads there through a symlink; refused '
+                         '(give values the file reads from elsewhere with the environment option)' % (os.path.basename(path), refused_path))
     if 'error' in doc:
-        err = doc['error']
-        raise EcosystemError('node could not %s %s: %s: %s' % (
-            'load' if err.get('kind') == 'load' else 'serialise', path, err.get('name'), redact_text(err.get('message', ''))))
+        err = doc['error'] if isinstance(doc['error'], dict) else {}
+        raise EcosystemError('node could not %s %s: %s: %s%s' % (
+            'load' if err.get('kind') == 'load' else 'serialise', path, err.get('name'), redact_text(err.get('message', '')),
+            ' (reads refused, outside its directory: %s)' % ', '.join(refused) if refused else ''))
     return doc.get('config')
 
 
-def load_ecosystem(path, node='node', timeout=10, environ=None):
-    """Return the object an ecosystem file defines (JSON, YAML, CommonJS or ES module)."""
+def load_ecosystem(path, node='node', timeout=10, environ=None, notes=None):
+    """Return the object an ecosystem file defines (JSON, YAML, CommonJS or ES module).
+
+    Notes about the evaluation of a JavaScript file are appended to `notes` when it is a list.
+    """
     if not os.path.isfile(path):
-        raise EcosystemError('%s is not a file' % path)
+        raise EcosystemError('src: %s is not a file' % path)
     ext = os.path.splitext(path)[1].lower()
     if ext in JS_EXTENSIONS:
-        return evaluate_js(path, node=node, timeout=timeout, environ=environ)
+        return evaluate_js(path, node=node, timeout=timeout, environ=environ, notes=notes)
     with open(path, 'rb') as handle:
         data = handle.read()
     try:
@@ -236,6 +432,123 @@ def load_ecosystem(path, node='node', timeout=10, environ=None):
             where = ' at line %d column %d' % (mark.line + 1, mark.column + 1) if mark else ''
             raise EcosystemError('%s is not valid YAML: %s%s' % (path, getattr(exc, 'problem', None) or 'syntax error', where))
     raise EcosystemError('%s: unknown ecosystem file type %r (expected .js, .cjs, .mjs, .json, .yml or .yaml)' % (path, ext))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options of pm2_import
+
+# The OS user rule of nodefleet.pm2.pm2_runtime (pm2_runtime_users[].name).
+USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
+HEALTH_KEYS = ('port', 'path', 'url', 'status', 'retries', 'delay', 'timeout', 'command')
+MAX_TIMEOUT = 600
+ECOSYSTEM_EXTENSIONS = JS_EXTENSIONS + JSON_EXTENSIONS + YAML_EXTENSIONS
+
+
+def _whole(value, low, high):
+    """value as an int in [low, high], or None (accepts digit strings: inventory values often are strings)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and re.match(r'^\d+$', value.strip()):
+        value = int(value)
+    if isinstance(value, int) and low <= value <= high:
+        return value
+    return None
+
+
+def check_health(health):
+    """The health option, checked like pm2_deploy_apps[].health; returns it with numbers as numbers."""
+    if not isinstance(health, dict):
+        raise EcosystemError('health: must be a dict like {port: 3000, path: /ready} or {command: ...}')
+    unknown = sorted(set(health) - set(HEALTH_KEYS))
+    if unknown:
+        raise EcosystemError('health: unknown key %s (known: %s)' % (', '.join(map(str, unknown)), ', '.join(HEALTH_KEYS)))
+    checked = dict(health)
+    if 'command' in health:
+        if not isinstance(health['command'], str) or not health['command'].strip():
+            raise EcosystemError('health.command: must be a non-empty command line')
+        both = sorted({'port', 'url', 'path'} & set(health))
+        if both:
+            raise EcosystemError('health: give command or an HTTP check (%s), not both' % ', '.join(both))
+    elif 'url' in health:
+        if not isinstance(health['url'], str) or not re.match(r'^https?://\S+$', health['url']):
+            raise EcosystemError('health.url: must be an http:// or https:// URL')
+        if 'port' in health or 'path' in health:
+            raise EcosystemError('health: give url, or port (and path), not both')
+    elif 'port' not in health:
+        raise EcosystemError('health: needs port (and path), url or command')
+    if 'port' in health:
+        checked['port'] = _whole(health['port'], 1, 65535)
+        if checked['port'] is None:
+            raise EcosystemError('health.port: must be a port number from 1 to 65535')
+    if 'path' in health and (not isinstance(health['path'], str) or not health['path'].startswith('/')):
+        raise EcosystemError('health.path: must start with /')
+    for key, low, high in (('status', 100, 599), ('retries', 0, 1000), ('delay', 0, 3600), ('timeout', 1, 3600)):
+        if key in health:
+            checked[key] = _whole(health[key], low, high)
+            if checked[key] is None:
+                raise EcosystemError('health.%s: must be a whole number from %d to %d' % (key, low, high))
+    return checked
+
+
+def check_options(params):
+    """Check pm2_import's options before anything is read or written; raise EcosystemError naming the option.
+
+    Returns the options with `health` and `environment` normalised. Paths are expected absolute.
+    """
+    checked = dict(params)
+    src = params['src']
+    ext = os.path.splitext(src)[1].lower()
+    if not os.path.exists(src):
+        raise EcosystemError('src: %s does not exist' % src)
+    if not os.path.isfile(src):
+        raise EcosystemError('src: %s is not a file' % src)
+    if ext not in ECOSYSTEM_EXTENSIONS:
+        raise EcosystemError('src: %s: unknown ecosystem file type %r (expected %s)' % (src, ext, ', '.join(ECOSYSTEM_EXTENSIONS)))
+    dest = params['dest']
+    existing = dest
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise EcosystemError('dest: %s is not a directory' % existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EcosystemError('dest: cannot write to %s (permission denied)' % existing)
+    vault_file = params.get('vault_password_file')
+    if vault_file is not None:
+        if not os.path.exists(vault_file):
+            raise EcosystemError('vault_password_file: %s does not exist' % vault_file)
+        if not os.path.isfile(vault_file):
+            raise EcosystemError('vault_password_file: %s is not a file' % vault_file)
+    if not params['vault_id'] or re.search(r'[;\s]', params['vault_id']):
+        raise EcosystemError('vault_id: must be a non-empty label without ";" or spaces')
+    user = params['user']
+    if not USER_RE.match(user):
+        raise EcosystemError('user: %r is not a user name nodefleet.pm2.pm2_runtime can create (%s)' % (user, USER_RE.pattern))
+    if user == 'root':
+        raise EcosystemError('user: root is refused: the apps run as an unprivileged user that nodefleet.pm2.pm2_runtime creates')
+    if params.get('health') is not None:
+        checked['health'] = check_health(params['health'])
+    for option in ('secret_names', 'plain_names'):
+        for name in params[option]:
+            if not ENV_KEY_RE.match(name):
+                raise EcosystemError('%s: %r is not an environment variable name' % (option, name))
+    both = sorted({n.upper() for n in params['secret_names']} & {n.upper() for n in params['plain_names']})
+    if both:
+        raise EcosystemError('secret_names and plain_names: both list %s' % ', '.join(both))
+    if not params['node_executable'] or not params['node_executable'].strip():
+        raise EcosystemError('node_executable: must name the node binary')
+    if not 1 <= params['timeout'] <= MAX_TIMEOUT:
+        raise EcosystemError('timeout: must be from 1 to %d seconds' % MAX_TIMEOUT)
+    environment = {}
+    for name, value in params['environment'].items():
+        if not isinstance(name, str) or not ENV_KEY_RE.match(name):
+            raise EcosystemError('environment: %r is not an environment variable name' % (name,))
+        if name.startswith('NODE_') and name != 'NODE_ENV':
+            raise EcosystemError('environment.%s: refused: NODE_* variables (but NODE_ENV) change how node runs the sandbox' % name)
+        if value is None or isinstance(value, (dict, list)):
+            raise EcosystemError('environment.%s: must be a string, number or boolean (got %s)' % (name, _kind(value)))
+        environment[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    checked['environment'] = environment
+    return checked
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -353,6 +666,10 @@ LIST_FIELDS = tuple(k for k, v in APP_OPTIONS.items() if v.get('type') == 'list'
 STR_FIELDS = tuple(k for k, v in APP_OPTIONS.items() if v.get('type') in ('str', 'path'))
 COMMAND_RE = re.compile(r'^[A-Za-z0-9_-]+$')
 UNSUPPORTED_MARK = '__nodefleet_unsupported__'
+# More processes than this per app is a typo, not a plan (PM2 would try to start them all).
+MAX_INSTANCES = 1024
+# What PM2 treats as "no log file" for out_file, error_file and log_file.
+NO_LOG = ('NULL', '/dev/null')
 
 
 def normalise_app_name(name):
@@ -418,12 +735,18 @@ def _convert(field, value):
         return mode
     if field == 'instances':
         if isinstance(value, bool):
-            raise ValueError('expected a number or max')
-        if isinstance(value, (int, float)):
-            return int(value)
-        if isinstance(value, str) and (value == 'max' or re.match(r'^-?\d+$', value)):
-            return value if value == 'max' else int(value)
-        raise ValueError('expected a number or max')
+            raise ValueError('expected a whole number or max')
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and re.match(r'^-?\d+$', value.strip()):
+            value = int(value)
+        if value == 'max':
+            return value
+        if not isinstance(value, int):
+            raise ValueError('expected a whole number or max')
+        if abs(value) > MAX_INSTANCES:
+            raise ValueError('more than %d processes' % MAX_INSTANCES)
+        return value
     if field == 'watch':
         if isinstance(value, bool):
             return value
@@ -437,25 +760,63 @@ def _convert(field, value):
             return value
         raise ValueError('expected a number or a string')
     if field in STR_FIELDS:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError('expected a string')
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError('expected a string')
+        value = str(value)
+        choices = APP_OPTIONS[field].get('choices')
+        if choices and value not in choices:
+            raise ValueError('expected one of %s' % ', '.join(choices))
+        return value
     return value
+
+
+def _kind(value):
+    """A value's kind for error messages (never the value: it may be a secret)."""
+    if isinstance(value, dict) and UNSUPPORTED_MARK in value:
+        return 'a %s' % value[UNSUPPORTED_MARK]
+    for types, word in ((bool, 'a boolean'), ((int, float), 'a number'), (str, 'a string'), (list, 'a list'),
+                        (dict, 'an object'), (type(None), 'null')):
+        if isinstance(value, types):
+            return word
+    return 'a %s' % type(value).__name__
+
+
+def _ordinal(index):
+    number = index + 1
+    suffix = 'th' if 10 <= number % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')
+    return '%d%s' % (number, suffix)
+
+
+def _label(raw, index):
+    """How an error names an app of the file: its name, else its script, else its position."""
+    name = raw.get('name') if isinstance(raw, dict) else None
+    if isinstance(name, (str, int)) and not isinstance(name, bool) and str(name) != '':
+        return 'app %s' % name
+    script = raw.get('script') if isinstance(raw, dict) else None
+    if isinstance(script, str) and script:
+        return 'the app with script %s (no name)' % script
+    return 'the %s app (no name)' % _ordinal(index)
 
 
 def _apps_of(config):
     if isinstance(config, list):
-        return config, {}
-    if isinstance(config, dict):
+        apps, top = config, {}
+    elif isinstance(config, dict):
         apps = config.get('apps')
         if apps is None and ('script' in config or 'name' in config):
-            return [config], {}
-        if isinstance(apps, dict):
-            apps = [apps]
-        if not isinstance(apps, list):
-            raise EcosystemError('the ecosystem file defines no "apps" list')
-        return apps, {k: v for k, v in config.items() if k != 'apps'}
-    raise EcosystemError('the ecosystem file must export an object with an "apps" list (got %s)' % type(config).__name__)
+            apps, top = [config], {}
+        else:
+            if isinstance(apps, dict):
+                apps = [apps]
+            if not isinstance(apps, list):
+                raise EcosystemError('apps: the ecosystem file defines no "apps" list (got %s)' % (
+                    'nothing' if apps is None else _kind(apps)))
+            top = {k: v for k, v in config.items() if k != 'apps'}
+    else:
+        raise EcosystemError('the ecosystem file must export an object with an "apps" list (got %s)' % _kind(config))
+    if not apps:
+        raise EcosystemError('apps: the list is empty; the ecosystem file defines no app')
+    return apps, top
 
 
 def _display(value):
@@ -464,50 +825,56 @@ def _display(value):
     return None
 
 
-def plan_import(config, health=None, secret_names=(), plain_names=(), source=''):
-    """Map an evaluated ecosystem object to inventory data. Pure; raises EcosystemError.
+def plan_import(config, health=None, secret_names=(), plain_names=(), source='', notes=()):
+    """Map an evaluated ecosystem object to inventory data. Pure; raises EcosystemError naming the app and field.
 
     Returns a dict:
       deploy_apps: list of pm2_deploy_apps items
       groups: {group: {app: {'vars': {...}, 'secrets': {KEY: var}}}} ('all' is the base env)
       vault: {group: {var: value}} secret values (only the caller may see them)
+      logrotate: list of pm2_logrotate_apps items (the apps' log files under the pm2_deploy layout)
       unmapped: [{app, key, reason, value?}], secrets: [{app, key, var, reason, blocks}], renamed: [{from, to}],
-      notes: [str]
+      notes: [str] (starting with `notes`, what the evaluation of the file reported)
     """
     apps, top = _apps_of(config)
-    plan = dict(deploy_apps=[], groups={'all': {}}, vault={'all': {}}, unmapped=[], secrets=[], renamed=[], notes=[], source=source)
+    plan = dict(deploy_apps=[], groups={'all': {}}, vault={'all': {}}, logrotate=[], unmapped=[], secrets=[], renamed=[],
+                notes=list(notes), source=source)
     for key in sorted(top):
         plan['unmapped'].append(dict(app=None, key=key, reason=HINTS.get(key, 'unknown top-level key of the ecosystem file')))
     seen = {}
     envs_per_app = []
     for index, raw in enumerate(apps):
         if not isinstance(raw, dict):
-            raise EcosystemError('apps[%d] is not an object' % index)
+            raise EcosystemError('apps: the %s entry is not an app object (got %s)' % (_ordinal(index), _kind(raw)))
+        label = _label(raw, index)
         orig_name = raw.get('name')
         if orig_name is None or orig_name == '':
             script = raw.get('script')
             if not isinstance(script, str) or not script:
-                raise EcosystemError('apps[%d] has neither name nor script' % index)
+                raise EcosystemError('%s: has neither name nor script' % label)
             orig_name = os.path.splitext(os.path.basename(script))[0]
-            plan['notes'].append('apps[%d] has no name; PM2 would call it %s after its script' % (index, orig_name))
-        if not isinstance(orig_name, (str, int)):
-            raise EcosystemError('apps[%d].name is not a string' % index)
+            plan['notes'].append('%s has no name; PM2 would call it %s after its script' % (label, orig_name))
+        if not isinstance(orig_name, (str, int)) or isinstance(orig_name, bool):
+            raise EcosystemError('%s: name must be a string (got %s)' % (label, _kind(orig_name)))
         orig_name = str(orig_name)
         name = normalise_app_name(orig_name)
         if name != orig_name:
             plan['renamed'].append({'from': orig_name, 'to': name})
         if name in seen:
-            raise EcosystemError('apps[%d] and apps[%d] both map to the app name %s; rename one' % (seen[name], index, name))
-        seen[name] = index
-        item, pm2, env_blocks = _map_app(index, name, raw, plan)
-        envs_per_app.append((name, item, pm2, env_blocks))
+            raise EcosystemError('apps %s and %s both map to the app name %s; rename one' % (seen[name], orig_name, name))
+        seen[name] = orig_name
+        item, pm2, env_blocks, logs = _map_app(name, raw, plan)
+        envs_per_app.append((name, item, pm2, env_blocks, logs))
 
     all_groups = set()
-    for name, item, pm2, env_blocks in envs_per_app:
+    for name, item, pm2, env_blocks, logs in envs_per_app:
         all_groups.update(group_name(key[4:]) for key in env_blocks if key != 'env')
     if 'all' in all_groups:
-        raise EcosystemError('an env_all block would clash with the base env (group all); rename it')
-    for name, item, pm2, env_blocks in envs_per_app:
+        culprits = [name for name, _i, _p, blocks, _l in envs_per_app if 'all' in {group_name(k[4:]) for k in blocks if k != 'env'}]
+        raise EcosystemError('app %s: an env block named env_all would clash with the base env (group all); rename it'
+                             % ', '.join(culprits))
+    log_owners = {}
+    for name, item, pm2, env_blocks, logs in envs_per_app:
         _map_env(name, item, pm2, env_blocks, sorted(all_groups), plan, secret_names, plain_names)
         if health:
             item['health'] = dict(health)
@@ -522,6 +889,9 @@ def plan_import(config, health=None, secret_names=(), plain_names=(), source='')
         if pm2:
             item['pm2'] = pm2
         plan['deploy_apps'].append(item)
+        rotation = _logrotate_entry(name, pm2, logs, log_owners, plan)
+        if rotation:
+            plan['logrotate'].append(rotation)
     return plan
 
 
@@ -536,22 +906,61 @@ def _port_of(env_blocks):
     return None
 
 
-def _map_app(index, name, raw, plan):
+# Keys some teams put into ecosystem files for log rotation; PM2 ignores them, nodefleet.pm2.pm2_logrotate does it.
+LOGROTATE_KEYS = {'log_file_max_size': 'size', 'log_file_max_files': 'rotate'}
+SIZE_RE = re.compile(r'^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$', re.IGNORECASE)
+
+
+def _logrotate_value(key, value):
+    """log_file_max_size -> logrotate's size (10M, 512k, 1G, bytes); log_file_max_files -> rotate (a count)."""
+    if isinstance(value, bool):
+        raise ValueError('expected %s' % ('a size like 100M' if key == 'log_file_max_size' else 'a whole number'))
+    if key == 'log_file_max_files':
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or value < 0:
+            raise ValueError('expected a whole number of files to keep')
+        return value
+    if isinstance(value, int) and value >= 0:
+        return str(value)
+    match = SIZE_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError('expected a size: a number with an optional K, M or G (like 100M or 100MB)')
+    unit = match.group(2).lower()
+    return match.group(1) + ('k' if unit == 'k' else unit.upper())
+
+
+def _map_app(name, raw, plan):
     item = {'name': name}
     pm2 = {}
     env_blocks = {}
     fields = {}
+    logs = {}
+    where = 'app %s' % name
     for key in raw:
         value = raw[key]
         if key == 'name':
             continue
         if key == 'env' or key.startswith('env_') and key != 'env_file':
             if not isinstance(value, dict):
-                plan['unmapped'].append(dict(app=name, key=key, reason='an env block must be an object'))
-            else:
-                env_blocks[key] = value
+                raise EcosystemError('%s: %s must be an object of environment variables (got %s)' % (where, key, _kind(value)))
+            env_blocks[key] = value
+            continue
+        if key in LOGROTATE_KEYS:
+            try:
+                logs[LOGROTATE_KEYS[key]] = _logrotate_value(key, value)
+            except ValueError as exc:
+                raise EcosystemError('%s: %s: %s' % (where, key, exc))
             continue
         canonical = ALIASES.get(key, key)
+        if canonical == 'log_file' and isinstance(value, bool):
+            # PM2's `log: true` is a combined log in its default place (<PM2_HOME>/logs/<name>.log); false is none.
+            if value:
+                plan['unmapped'].append(dict(app=name, key=key, value='true', reason='a combined log in PM2\'s default place is not '
+                                             'supported by nodefleet.pm2.pm2_app: give log_file a path'))
+            continue
         if canonical not in SUPPORTED:
             entry = dict(app=name, key=key)
             if key in HINTS:
@@ -570,18 +979,19 @@ def _map_app(index, name, raw, plan):
         try:
             fields[canonical] = _convert(canonical, value)
         except ValueError as exc:
-            plan['unmapped'].append(dict(app=name, key=key, reason='cannot convert: %s' % exc))
-            continue
+            raise EcosystemError('%s: %s: %s (got %s)' % (where, key, exc, _kind(value)))
         if canonical != key:
             plan['notes'].append('%s: %s imported as %s' % (name, key, canonical))
         if canonical in ('args', 'node_args') and isinstance(value, str):
             plan['notes'].append('%s: %s string split into a list (shell words)' % (name, key))
+        if canonical in ('out_file', 'error_file', 'log_file') and fields[canonical] == 'NULL':
+            fields[canonical] = '/dev/null'  # the same for PM2; pm2_app would take NULL for a file name
         if isinstance(fields[canonical], str) and canonical not in ('script', 'cwd') and looks_secret(canonical, fields[canonical]):
             plan['notes'].append('%s: %s looks like it holds a secret; it is kept as is, move it out of the ecosystem file' % (name, canonical))
 
     script = fields.pop('script', None)
-    if not isinstance(script, str) or not script:
-        raise EcosystemError('apps[%d] (%s) has no script' % (index, name))
+    if not script:
+        raise EcosystemError('%s: script is missing' % where)
     cwd = fields.pop('cwd', None)
     rel_cwd = ''
     if cwd:
@@ -591,8 +1001,8 @@ def _map_app(index, name, raw, plan):
             rel_cwd = os.path.normpath(cwd)
             if rel_cwd == '.':
                 rel_cwd = ''
-            elif rel_cwd.startswith('..'):
-                raise EcosystemError('%s: cwd %s leaves the project directory' % (name, cwd))
+            elif rel_cwd == '..' or rel_cwd.startswith('../'):
+                raise EcosystemError('%s: cwd %s leaves the project directory (the release)' % (where, cwd))
     if COMMAND_RE.match(script) and '.' not in script:
         # A command from PATH (npm, pnpm, yarn): the deploy role would make it relative to the release.
         item['script'] = script
@@ -604,6 +1014,8 @@ def _map_app(index, name, raw, plan):
         plan['notes'].append('%s: absolute script %s kept; the release directory is not used for it' % (name, script))
     else:
         item['script'] = os.path.normpath(os.path.join(rel_cwd, script))
+        if item['script'] == '..' or item['script'].startswith('../'):
+            raise EcosystemError('%s: script %s leaves the project directory (the release)' % (where, script))
     if rel_cwd:
         pm2['cwd'] = '{{ pm2_deploy_to }}/current/' + rel_cwd
     for key in DEPLOY_TOP[2:]:
@@ -612,7 +1024,88 @@ def _map_app(index, name, raw, plan):
     _pm2_defaults(name, script, item, fields, plan)
     for key in sorted(fields):
         pm2[key] = fields[key]
-    return item, pm2, env_blocks
+    logs['rel_cwd'] = rel_cwd
+    return item, pm2, env_blocks, logs
+
+
+# Where the pm2_deploy role puts a project (its default: /srv/<pm2_deploy_project>), as an expression that also works
+# in plays without that role (pm2_logrotate in a site playbook).
+DEPLOY_TO = '{{ pm2_deploy_to | default("/srv/" ~ (pm2_deploy_project | default("app"))) }}'
+# pm2_deploy links these directories of every release to <pm2_deploy_to>/shared/ (pm2_deploy_shared_dirs' default).
+SHARED_DIRS = ('logs', 'uploads', 'data')
+# PM2's own log directory of the user that pm2_runtime creates (pm2_runtime_users' default home and PM2_HOME).
+PM2_LOG_DIR = '/home/{{ pm2_deploy_user }}/.pm2/logs'
+LOG_SUFFIX_RE = re.compile(r'-[0-9]+\.log$|\.log$')
+
+
+def _log_location(name, rel_cwd, path, plan):
+    """Where a log path of the file lands on a host deployed by pm2_deploy, or None (with a note) when unknown."""
+    if path.startswith('~'):
+        plan['notes'].append('%s: log file %s starts with ~: not rotated by pm2_logrotate (give an absolute path)' % (name, path))
+        return None
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    # pm2_app resolves a relative log path against the app's cwd, <pm2_deploy_to>/current[/<cwd>], as written.
+    in_deploy_to = os.path.normpath(os.path.join('current', rel_cwd, path))
+    if in_deploy_to == '..' or in_deploy_to.startswith('../'):
+        plan['notes'].append('%s: log file %s lies outside pm2_deploy_to: not rotated by pm2_logrotate' % (name, path))
+        return None
+    parts = in_deploy_to.split('/')
+    if parts[0] == 'current' and len(parts) > 2 and parts[1] in SHARED_DIRS:
+        # The release's logs/ is a link to shared/logs: rotate the files where they really are.
+        return '%s/shared/%s' % (DEPLOY_TO, '/'.join(parts[1:]))
+    if parts[0] == 'current':
+        plan['notes'].append('%s: log file %s is inside the release, not in a shared directory (%s): each release has its own, '
+                             'and pm2_logrotate rotates the one of the current release' % (name, path, ', '.join(SHARED_DIRS)))
+    return '%s/%s' % (DEPLOY_TO, in_deploy_to)
+
+
+def _logrotate_entry(name, pm2, logs, owners, plan):
+    """The pm2_logrotate_apps item of one app: its log files as PM2 writes them on a host deployed by pm2_deploy.
+
+    PM2 writes <PM2_HOME>/logs/<name>-out.log and -error.log when the file gives no out_file / error_file, and a
+    combined log only when log_file is given; without merge_logs, a path ending in .log gets -<pm_id> before the
+    extension (x.log -> x-3.log, God.js of pm2 7.0.4), so the pattern x-[0-9]*.log is rotated instead.
+    """
+    entry = {'name': name, 'user': '{{ pm2_deploy_user }}'}
+    merged = pm2.get('merge_logs') is True
+    defaults = []
+    paths = []
+    for field, kind in (('out_file', 'out'), ('error_file', 'error'), ('log_file', None)):
+        given = pm2.get(field)
+        if given is None:
+            if kind:
+                defaults.append('%s/%s-%s.log' % (PM2_LOG_DIR, name, kind))
+                if not merged:
+                    defaults.append('%s/%s-%s-[0-9]*.log' % (PM2_LOG_DIR, name, kind))
+            continue
+        if given in NO_LOG:
+            continue
+        where = _log_location(name, logs['rel_cwd'], given, plan)
+        if where is None:
+            continue
+        if not merged and where.endswith('.log'):
+            where = LOG_SUFFIX_RE.sub('-[0-9]*.log', where)
+        if where not in paths:
+            paths.append(where)
+    if paths:
+        # Only PM2's default files: the role derives them itself (from the user's PM2_HOME); otherwise name them all.
+        # logrotate refuses a file named by two configurations: a file shared by apps is rotated with the first.
+        for path in paths:
+            if path in owners:
+                plan['notes'].append('%s: log file %s is also the log of %s: rotated with that app' % (name, path, owners[path]))
+        entry['paths'] = defaults + [path for path in paths if path not in owners]
+        owners.update((path, name) for path in paths if path not in owners)
+        if not entry['paths']:
+            return None
+    for key in ('size', 'rotate'):
+        if key in logs:
+            entry[key] = logs[key]
+    if logs.get('size') is not None or logs.get('rotate') is not None:
+        plan['notes'].append('%s: %s imported into pm2_logrotate_apps (%s); PM2 itself ignores these keys' % (
+            name, ' and '.join(k for k, v in LOGROTATE_KEYS.items() if v in logs),
+            ', '.join('%s: %s' % (k, logs[k]) for k in ('size', 'rotate') if k in logs)))
+    return entry
 
 
 # Interpreters PM2 picks by script extension when the file names none (lib/API/interpreter.json). Scripts without
@@ -671,14 +1164,25 @@ def _pm2_defaults(name, script, item, fields, plan):
 def _map_env(name, item, pm2, env_blocks, all_groups, plan, secret_names, plain_names):
     interpreter = pm2.get('interpreter')
     node_app = interpreter is None or os.path.basename(interpreter) in NODE_INTERPRETERS
+    bad_names = set()
+    for block_key, block in env_blocks.items():
+        for key, value in block.items():
+            if value is None or isinstance(value, (dict, list)):
+                raise EcosystemError('app %s: %s.%s must be a string, number or boolean (got %s)' % (name, block_key, key, _kind(value)))
+            if not ENV_KEY_RE.match(key) or key.startswith('NODEFLEET_'):
+                bad_names.add(key)
+                plan['unmapped'].append(dict(app=name, key='%s.%s' % (block_key, key),
+                                             reason='env name not allowed (^[A-Za-z_][A-Za-z0-9_]*$, prefix NODEFLEET_ reserved)'))
     base = env_blocks.get('env', {})
     own = {}
+    block_of = {}
     for key, block in env_blocks.items():
         if key != 'env':
             grp = group_name(key[4:])
             if grp in own:
-                raise EcosystemError('%s: two env blocks map to the same group %s' % (name, grp))
+                raise EcosystemError('app %s: %s and %s both map to the inventory group %s; rename one' % (name, block_of[grp], key, grp))
             own[grp] = block
+            block_of[grp] = key
     # Every group lists every app (a group's pm2_env_apps replaces the one of group all): the app's env_<group>
     # block merged over its env, as `pm2 start --env <group>` does, or its plain env when it has no such block.
     blocks = {'all': base}
@@ -691,6 +1195,8 @@ def _map_env(name, item, pm2, env_blocks, all_groups, plan, secret_names, plain_
     secret_keys = {}
     for grp, env in blocks.items():
         for key, value in env.items():
+            if key in bad_names:
+                continue
             reason = looks_secret(key, value, secret_names, plain_names)
             if reason and key not in secret_keys:
                 secret_keys[key] = reason
@@ -699,13 +1205,7 @@ def _map_env(name, item, pm2, env_blocks, all_groups, plan, secret_names, plain_
         entry = {'name': name, 'user': '{{ pm2_deploy_user }}', 'vars': {}, 'secrets': {}}
         for key in env:
             value = env[key]
-            if not ENV_KEY_RE.match(key) or key.startswith('NODEFLEET_'):
-                plan['unmapped'].append(dict(app=name, key='%s.%s' % ('env' if grp == 'all' else 'env_' + grp, key),
-                                             reason='env name not allowed (^[A-Za-z_][A-Za-z0-9_]*$, prefix NODEFLEET_ reserved)'))
-                continue
-            if isinstance(value, dict) or isinstance(value, list) or value is None:
-                plan['unmapped'].append(dict(app=name, key='%s.%s' % ('env' if grp == 'all' else 'env_' + grp, key),
-                                             reason='env value is not a string, number or boolean'))
+            if key in bad_names:
                 continue
             if key in secret_keys:
                 var = vault_var(name, key)
@@ -784,23 +1284,39 @@ def report_lines(plan):
     return lines
 
 
+def _section(comment, data):
+    return _comment(comment) + to_yaml(data)
+
+
 def render_group_vars(plan, group, user, with_report):
     head = ['Generated by nodefleet.pm2.pm2_import from %s.' % plan['source']]
-    if group == 'all':
-        head.append('Apps for the nodefleet.pm2.pm2_deploy role and their env (base "env" block) for nodefleet.pm2.pm2_env.')
-        data = {'pm2_deploy_user': user, 'pm2_deploy_apps': plan['deploy_apps']}
-    else:
+    apps = plan['groups'].get(group, {})
+    env_apps = {'pm2_env_apps': [apps[name] for name in sorted(apps)]}
+    if group != 'all':
         head.append('Env of the env_%s block merged over "env" (as pm2 start --env %s does), for the hosts of group %s.'
                     % (group, group, group))
-        data = {}
-    apps = plan['groups'].get(group, {})
-    data['pm2_env_apps'] = [apps[name] for name in sorted(apps)]
-    lines = head
+        return '---\n' + _comment(head) + to_yaml(env_apps)
+    head.append('Everything the roles need for these apps: nodefleet.pm2.pm2_runtime (the app user), pm2_env (their env, base '
+                '"env" block), pm2_logrotate (their logs) and pm2_deploy (the apps).')
     if with_report:
         report = report_lines(plan)
         if report:
-            lines = head + [''] + report
-    return '---\n' + _comment(lines) + to_yaml(data)
+            head = head + [''] + report
+    sections = [
+        _section(['The OS user whose PM2 daemon runs the apps.'], {'pm2_deploy_user': user}),
+        _section(['nodefleet.pm2.pm2_runtime creates this user, its PM2_HOME and its PM2 daemon (unit pm2-<user>.service).',
+                  'Defining pm2_runtime_users elsewhere too? Keep one list: the last file read wins.'],
+                 {'pm2_runtime_users': [{'name': '{{ pm2_deploy_user }}'}]}),
+        _section(['nodefleet.pm2.pm2_deploy starts these apps from <pm2_deploy_to>/current.'], {'pm2_deploy_apps': plan['deploy_apps']}),
+        _section(['nodefleet.pm2.pm2_env renders their env files (names of secrets only; values in pm2_secrets.yml).'], env_apps),
+    ]
+    if plan['logrotate']:
+        sections.append(_section(
+            ['nodefleet.pm2.pm2_logrotate rotates their logs where PM2 writes them on a host deployed by pm2_deploy: relative',
+             'log paths under <pm2_deploy_to>/shared/logs (the release\'s logs/ links there), PM2\'s defaults under the user\'s',
+             'PM2_HOME/logs; -[0-9]* is the -<pm_id> PM2 adds without merge_logs. Keep one pm2_logrotate_apps list.'],
+            {'pm2_logrotate_apps': plan['logrotate']}))
+    return '---\n' + _comment(head) + '\n' + '\n'.join(sections)
 
 
 def render_secrets(plan, group):
