@@ -142,7 +142,8 @@ const check = (fn, arg) => {
   }
   if (real !== null && inside(real)) return;
   if (refused.length < 20 && !refused.includes(abs)) refused.push(abs);
-  const err = new Error('nodefleet pm2_import: ' + fn + ' of ' + abs + ' refused: it is outside the directory of the ecosystem file (or leads there through a symlink)');
+  const err = new Error('nodefleet pm2_import: ' + fn + ' of ' + abs
+    + ' refused: it is outside the directory of the ecosystem file (or leads there through a symlink)');
   err.code = 'ERR_ACCESS_DENIED';
   throw err;
 };
@@ -178,7 +179,8 @@ guard(fs, 'fs.');
 try { Module.syncBuiltinESMExports(); } catch (e) { /* old node */ }
 
 const out = (doc) => { writeSync(Number(resultFd), stringify(doc)); exit(0); };
-const fail = (kind, e) => out({ error: { kind, name: (e && e.name) || 'Error', message: String((e && e.message) || e).split('\n')[0].slice(0, 300) }, refused });
+const firstLine = (e) => String((e && e.message) || e).split('\n')[0].slice(0, 300);
+const fail = (kind, e) => out({ error: { kind, name: (e && e.name) || 'Error', message: firstLine(e) }, refused });
 // An error thrown later (a timer, a stream without an error handler) is the file's error too, not a crash.
 process.on('uncaughtException', (e) => fail('load', e));
 process.on('unhandledRejection', (e) => fail('load', e));
