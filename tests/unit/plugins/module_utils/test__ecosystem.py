@@ -465,6 +465,12 @@ def symlink_project(root):
     os.symlink('/etc/hostname', str(project / 'hostname'))
     os.symlink('../../outside/secret.txt', str(project / 'lib' / 'deep-link.txt'))
     (project / 'lib' / 'reader.js').write_text("module.exports = () => require('fs').readFileSync(__dirname + '/deep-link.txt', 'utf8');\n")
+    (project / 'lib' / 'esm-reader.mjs').write_text(
+        "import { readFileSync } from 'node:fs';\n"
+        "export default () => readFileSync(new URL('./deep-link.txt', import.meta.url), 'utf8');\n")
+    (project / 'lib' / 'esm-promises-reader.mjs').write_text(
+        "import { readFile } from 'node:fs/promises';\n"
+        "export default () => readFile(new URL('./deep-link.txt', import.meta.url), 'utf8');\n")
     os.symlink('../../outside/pkg', str(project / 'node_modules' / 'outside-pkg'))
     return project / 'symlink-escape.config.js'
 
@@ -476,7 +482,7 @@ def test_symlinks_do_not_lead_out_of_the_directory(tmp_path):
     tries = config.pop('tries')
     assert tries.pop('inside_link') == 'read'  # a link that stays inside works
     assert config['apps'][0]['env'] == {'READ_INSIDE_LINK': 'inside value'}
-    assert len(tries) == 22 and tries == {k: 'blocked' for k in tries}, tries
+    assert len(tries) == 24 and tries == {k: 'blocked' for k in tries}, tries
     assert OUTSIDE_SECRET not in json.dumps(config) and OUTSIDE_SECRET not in json.dumps(notes)
     refused = '\n'.join(notes)
     for link in ('link.txt', 'link.json', 'link.mjs', 'linkdir', 'hostname', 'lib/deep-link.txt', 'node_modules/outside-pkg/index.js'):
