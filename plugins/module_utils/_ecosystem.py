@@ -178,7 +178,9 @@ guard(fs.promises, 'fs.promises.');
 guard(fs, 'fs.');
 try { Module.syncBuiltinESMExports(); } catch (e) { /* old node */ }
 
-const out = (doc) => { writeSync(Number(resultFd), stringify(doc)); exit(0); };
+const out = (doc) => { writeSync(Number(resultFd), stringify(doc)); exit.call(process, 0); };
+// Some files stop on a missing variable with process.exit(1): make that an error that says so.
+process.exit = function (code) { throw new Error('the ecosystem file called process.exit(' + (code === undefined ? '' : code) + ')'); };
 const firstLine = (e) => String((e && e.message) || e).split('\n')[0].slice(0, 300);
 const fail = (kind, e) => out({ error: { kind, name: (e && e.name) || 'Error', message: firstLine(e) }, refused });
 // An error thrown later (a timer, a stream without an error handler) is the file's error too, not a crash.

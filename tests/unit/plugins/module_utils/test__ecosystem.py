@@ -805,3 +805,13 @@ def test_options_are_normalised(tmp_path):
     checked = eco.check_options(options(tmp_path, health={'port': '3000', 'path': '/ready'}, environment={'A': 1, 'B': True, 'NODE_ENV': 'x'}))
     assert checked['health'] == {'port': 3000, 'path': '/ready'}
     assert checked['environment'] == {'A': '1', 'B': 'true', 'NODE_ENV': 'x'}
+
+
+@needs_node
+def test_process_exit_at_load_time_is_a_clear_error(tmp_path):
+    src = tmp_path / 'ecosystem.config.js'
+    src.write_text("if (!process.env.DB_URL) { console.error('DB_URL missing'); process.exit(1); }\n"
+                   "module.exports = { apps: [{ name: 'db', script: 'db.js' }] };\n")
+    with pytest.raises(eco.EcosystemError, match=r'Error: the ecosystem file called process\.exit\(1\)'):
+        eco.load_ecosystem(str(src))
+    assert eco.load_ecosystem(str(src), environ={'DB_URL': 'x'}) == {'apps': [{'name': 'db', 'script': 'db.js'}]}
