@@ -114,7 +114,7 @@ class ActionModule(ActionBase):
                 continue
             (same if self._same(target, text, encrypt, vault) else differ).append(target)
         if differ and not params['force']:
-            raise ImportFailure('refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
+            raise ImportFailure('dest: refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
 
         writes = []
         for rel, (text, encrypt) in sorted(files.items()):
