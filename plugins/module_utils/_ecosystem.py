@@ -171,7 +171,9 @@ const guard = (mod, prefix) => {
       wrapped.native = function (...args) { check(prefix + name + '.native', args[0]); return native.apply(this, args); };
     }
     Object.defineProperty(wrapped, '__nodefleet_guarded__', { value: true });
-    Object.defineProperty(mod, name, { value: wrapped, writable: false, configurable: false, enumerable: true });
+    // Still writable: libraries such as graceful-fs wrap fs functions in turn. Whoever replaces one has no
+    // unguarded original to call.
+    mod[name] = wrapped;
   }
 };
 guard(fs.promises, 'fs.promises.');

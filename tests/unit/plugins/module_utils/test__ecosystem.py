@@ -815,3 +815,12 @@ def test_process_exit_at_load_time_is_a_clear_error(tmp_path):
     with pytest.raises(eco.EcosystemError, match=r'Error: the ecosystem file called process\.exit\(1\)'):
         eco.load_ecosystem(str(src))
     assert eco.load_ecosystem(str(src), environ={'DB_URL': 'x'}) == {'apps': [{'name': 'db', 'script': 'db.js'}]}
+
+
+@needs_node
+def test_files_may_wrap_fs_functions_as_graceful_fs_does(tmp_path):
+    src = tmp_path / 'ecosystem.config.js'
+    src.write_text("'use strict';\nconst fs = require('fs');\nconst close = fs.close;\n"
+                   "fs.close = function (fd, cb) { return close.call(this, fd, cb); };\n"
+                   "module.exports = { apps: [{ name: 'web', script: 'web.js' }] };\n")
+    assert eco.load_ecosystem(str(src)) == {'apps': [{'name': 'web', 'script': 'web.js'}]}
