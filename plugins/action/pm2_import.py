@@ -13,8 +13,9 @@ from ansible.module_utils.common.parameters import remove_values
 from ansible.parsing.vault import VaultLib, get_file_vault_secret
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.nodefleet.pm2.plugins.module_utils._common import EcosystemError, atomic_write
+from ansible_collections.nodefleet.pm2.plugins.module_utils._common import EcosystemError, atomic_write_all
 from ansible_collections.nodefleet.pm2.plugins.module_utils._ecosystem import load_ecosystem
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_options import check_options
 from ansible_collections.nodefleet.pm2.plugins.module_utils._import_plan import plan_import
 from ansible_collections.nodefleet.pm2.plugins.module_utils._import_render import output_files, secret_values, yaml
 from ansible_collections.nodefleet.pm2.plugins.module_utils._import_secrets import redact_text
@@ -22,7 +23,7 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._import_secrets impo
 ARGUMENT_SPEC = dict(
     src=dict(type='path', required=True),
     dest=dict(type='path', required=True),
-    vault_password_file=dict(type='path', no_log=True),
+    vault_password_file=dict(type='path', no_log=False),  # a path, not the password
     vault_id=dict(type='str', default='default'),
     force=dict(type='bool', default=False),
     user=dict(type='str', default='app'),
@@ -64,57 +65,76 @@ class ActionModule(ActionBase):
     def _vault(self, params):
         if not params['vault_password_file']:
             return None
-        path = self._path(params['vault_password_file'])
-        if not os.path.isfile(path):
-            raise ImportFailure('vault_password_file %s does not exist' % path)
+        path = params['vault_password_file']
         try:
             secret = get_file_vault_secret(filename=path, vault_id=params['vault_id'], loader=self._loader)
             secret.load()
         except AnsibleError as exc:
-            raise ImportFailure('cannot read the vault password from %s: %s' % (path, type(exc).__name__))
+            raise ImportFailure('vault_password_file: cannot read a vault password from %s (%s: empty, unreadable, or a '
+                                'script that failed)' % (path, type(exc).__name__))
         return VaultLib([(params['vault_id'], secret)]), secret
 
     def _import(self, params, masked):
         if yaml is None:
             raise ImportFailure('PyYAML is required on the controller')
-        src = self._path(params['src'])
-        dest = self._path(params['dest'])
-        config = load_ecosystem(src, node=params['node_executable'], timeout=params['timeout'], environ=params['environment'])
+        params = dict(params, src=self._path(params['src']), dest=self._path(params['dest']))
+        if params['vault_password_file']:
+            params['vault_password_file'] = self._path(params['vault_password_file'])
+        # Every option is checked, and the vault password read, before the file is evaluated or anything written.
+        params = check_options(params)
+        src, dest = params['src'], params['dest']
+        vault = self._vault(params)
+        notes = []
+        config = load_ecosystem(src, node=params['node_executable'], timeout=params['timeout'], environ=params['environment'],
+                                notes=notes)
         plan = plan_import(config, health=params['health'], secret_names=params['secret_names'], plain_names=params['plain_names'],
-                           source=os.path.basename(src))
+                           source=os.path.basename(src), notes=notes)
         masked.update(secret_values(plan))
         files = output_files(plan, user=params['user'])
-        vault = self._vault(params)
         if any(encrypt for _text, encrypt in files.values()) and vault is None:
-            raise ImportFailure('%s holds secret-looking values (%s); give vault_password_file to encrypt them' % (
+            raise ImportFailure('vault_password_file: %s holds secret-looking values (%s); give vault_password_file to encrypt them' % (
                 src, ', '.join('%s.%s' % (s['app'], s['key']) for s in plan['secrets'])))
 
         same = self._unchanged(files, dest, vault, params['force'])
-        written = []
+        writes = []
         for rel, (text, encrypt) in sorted(files.items()):
             target = os.path.join(dest, rel)
             if target in same:
                 continue
-            written.append(target)
-            if self._task.check_mode:
-                continue
-            data = vault[0].encrypt(text, vault[1], vault_id=params['vault_id']) if encrypt else text.encode('utf-8')
-            self._write(target, data, 0o600 if encrypt else 0o644)
-        return self._summary(src, dest, files, written, plan)
+            if encrypt:
+                writes.append((target, vault[0].encrypt(text, vault[1], vault_id=params['vault_id']), 0o600))
+            else:
+                writes.append((target, text.encode('utf-8'), 0o644))
+        if not self._task.check_mode:
+            self._write_all(writes)
+        return self._summary(src, dest, files, [target for target, _data, _mode in writes], plan, params['user'])
+
+    @staticmethod
+    def _in_the_way(dest, target):
+        """Refuses a target that is not a regular file, or whose first existing parent below dest is not a directory."""
+        if os.path.islink(target) or os.path.lexists(target) and not os.path.isfile(target):
+            raise ImportFailure('dest: %s is not a regular file (a directory or a symlink); refusing to replace it' % target)
+        parent = os.path.dirname(target)
+        while parent != dest and not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if parent != dest and (os.path.islink(parent) or not os.path.isdir(parent)):
+            raise ImportFailure('dest: %s is not a directory' % parent)
 
     def _unchanged(self, files, dest, vault, force):
-        """The output files already there with the same content; refuses to overwrite others unless forced."""
+        """The output files already there with the same content; refuses to overwrite others unless forced, and
+        anything in the way of a file, before any is written."""
         same, differ = [], []
         for rel, (text, encrypt) in sorted(files.items()):
             target = os.path.join(dest, rel)
+            self._in_the_way(dest, target)
             if not os.path.lexists(target):
                 continue
             (same if self._same(target, text, encrypt, vault) else differ).append(target)
         if differ and not force:
-            raise ImportFailure('refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
+            raise ImportFailure('dest: refusing to overwrite %s (content differs); set force=true to replace' % ', '.join(differ))
         return same
 
-    def _summary(self, src, dest, files, written, plan):
+    def _summary(self, src, dest, files, written, plan, user):
         summary = dict(
             changed=bool(written),
             src=src,
@@ -126,7 +146,8 @@ class ActionModule(ActionBase):
             renamed=plan['renamed'],
             unmapped=plan['unmapped'],
             secrets_moved=[{k: s[k] for k in ('app', 'key', 'var', 'reason', 'groups')} for s in plan['secrets']],
-
+            runtime_users=[user],
+            logrotate_apps=[entry['name'] for entry in plan['logrotate']],
             notes=plan['notes'],
         )
         summary['msg'] = '%d app(s), %d group(s), %d secret(s) moved to vault, %d key(s) not imported; %s' % (
@@ -151,6 +172,10 @@ class ActionModule(ActionBase):
             return False
 
     @staticmethod
-    def _write(target, data, mode):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        atomic_write(target, data, mode)
+    def _write_all(writes):
+        """Every file or none (the shared atomic write, all renamed into place once all are written)."""
+        try:
+            atomic_write_all(writes)
+        except OSError as exc:
+            raise ImportFailure('dest: cannot write %s: %s; nothing was written' % (
+                getattr(exc, 'filename', None) or 'the files', exc.strerror or type(exc).__name__))

@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 import traceback
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 Owner = Optional[Tuple[int, int]]
 
@@ -68,15 +68,59 @@ def _fill(fd: int, data: Union[bytes, str], mode: int, owner: Owner) -> None:
         handle.write(data.encode('utf-8') if isinstance(data, str) else data)
 
 
-def atomic_write(path: str, data: Union[bytes, str], mode: int, owner: Owner = None) -> None:
-    """Replace ``path`` with ``data`` in one rename: readers see the old or the new file, never a partial one."""
+def _staged(path: str, data: Union[bytes, str], mode: int, owner: Owner) -> str:
+    """A temporary file next to ``path`` holding ``data``; the caller renames it into place or removes it."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.nodefleet-')
     try:
         _fill(fd, data, mode, owner)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str, data: Union[bytes, str], mode: int, owner: Owner = None) -> None:
+    """Replace ``path`` with ``data`` in one rename: readers see the old or the new file, never a partial one."""
+    tmp = _staged(path, data, mode, owner)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+def _missing_dirs(directory: str) -> List[str]:
+    """The directories to make for ``directory`` to exist, outermost first."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing[::-1]
+
+
+def atomic_write_all(files: Iterable[Tuple[str, Union[bytes, str], int]], owner: Owner = None) -> None:
+    """Write every file of ``files`` ((path, data, mode) each) or none: all of them to temporary files next to their
+    paths first (missing directories made, mode 0755), then all renamed into place. A failure before the renames
+    removes the temporary files and the directories it made."""
+    made: List[str] = []
+    staged: List[Tuple[str, str]] = []
+    try:
+        for path, data, mode in files:
+            for directory in _missing_dirs(os.path.dirname(path)):
+                os.mkdir(directory, 0o755)
+                made.append(directory)
+            staged.append((_staged(path, data, mode, owner), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _path in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
         raise
 
 

@@ -5,9 +5,10 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""pm2_import's mapping (pure): an evaluated ecosystem object -> ``pm2_deploy_apps`` / ``pm2_env_apps`` data, one
-group per ``env_*`` block, secret-looking env values moved out, every key it cannot map listed. Which keys it maps
-and as what comes from the option table (_options.OPTIONS)."""
+"""pm2_import's mapping (pure): an evaluated ecosystem object -> ``pm2_deploy_apps`` / ``pm2_env_apps`` /
+``pm2_logrotate_apps`` (_import_logs) data, one group per ``env_*`` block, secret-looking env values moved out, every
+key it cannot map listed. Which keys it maps and as what comes from the option table (_options.OPTIONS). Bad content
+is an EcosystemError that names the app (by name, never apps[N]) and the key, and never quotes a value."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._common import EcosystemError
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_env import group_name, map_env
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_logs import LOGROTATE_KEYS, logrotate_entry, logrotate_value
 from ansible_collections.nodefleet.pm2.plugins.module_utils._import_secrets import looks_secret
-from ansible_collections.nodefleet.pm2.plugins.module_utils._import_values import convert, display, pm2_defaults
+from ansible_collections.nodefleet.pm2.plugins.module_utils._import_values import convert, display, kind_of, pm2_defaults
 from ansible_collections.nodefleet.pm2.plugins.module_utils._options import OPTIONS, name_problem
-from ansible_collections.nodefleet.pm2.plugins.module_utils._spec import ENV_KEY_RE, NODE_INTERPRETERS
 
 Plan = Dict[str, Any]
 
@@ -58,8 +60,6 @@ PM2_UNSUPPORTED = (
 HINTS = {
     'env_file': 'not a PM2 option (PM2 ignores it): put the variables of that file into pm2_env_apps[].vars or, for secrets, '
                 'pm2_env_apps[].secrets (nodefleet.pm2.pm2_env renders the env file from inventory and ansible-vault)',
-    'log_file_max_size': 'not a PM2 option (PM2 ignores it): rotate logs with the nodefleet.pm2.pm2_logrotate role',
-    'log_file_max_files': 'not a PM2 option (PM2 ignores it): rotate logs with the nodefleet.pm2.pm2_logrotate role',
     'deploy': 'PM2 deploy section: use the nodefleet.pm2.pm2_deploy role (nodefleet.pm2.deploy playbook) instead',
     'user': 'the OS user comes from pm2_deploy_user (nodefleet.pm2.pm2_runtime creates it)',
     'uid': 'the OS user comes from pm2_deploy_user (nodefleet.pm2.pm2_runtime creates it)',
@@ -82,53 +82,66 @@ def normalise_app_name(name: Any) -> str:
     return new
 
 
-def group_name(block: str) -> str:
-    """Inventory group of an env_<block> (env_production -> production)."""
-    new = re.sub(r'[^a-z0-9_]+', '_', block.lower()).strip('_')
-    if not new or new[0].isdigit():
-        new = 'env_' + new
-    return new
-
-
-def vault_var(app: str, key: str) -> str:
-    return 'vault_%s_%s' % (re.sub(r'[^a-z0-9]+', '_', app.lower()).strip('_'), re.sub(r'[^a-z0-9]+', '_', key.lower()).strip('_'))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Apps
 
 def _apps_of(config: Any) -> Tuple[List[Any], Dict[str, Any]]:
     if isinstance(config, list):
-        return config, {}
-    if isinstance(config, dict):
+        apps, top = config, {}
+    elif isinstance(config, dict):
         apps = config.get('apps')
         if apps is None and ('script' in config or 'name' in config):
-            return [config], {}
-        if isinstance(apps, dict):
-            apps = [apps]
-        if not isinstance(apps, list):
-            raise EcosystemError('the ecosystem file defines no "apps" list')
-        return apps, {k: v for k, v in config.items() if k != 'apps'}
-    raise EcosystemError('the ecosystem file must export an object with an "apps" list (got %s)' % type(config).__name__)
+            apps, top = [config], {}
+        else:
+            if isinstance(apps, dict):
+                apps = [apps]
+            if not isinstance(apps, list):
+                raise EcosystemError('apps: the ecosystem file defines no "apps" list (got %s)' % (
+                    'nothing' if apps is None else kind_of(apps)))
+            top = {k: v for k, v in config.items() if k != 'apps'}
+    else:
+        raise EcosystemError('the ecosystem file must export an object with an "apps" list (got %s)' % kind_of(config))
+    if not apps:
+        raise EcosystemError('apps: the list is empty; the ecosystem file defines no app')
+    return apps, top
 
 
-def _app_name(index: int, raw: Any, plan: Plan) -> str:
+def _ordinal(index: int) -> str:
+    number = index + 1
+    suffix = 'th' if 10 <= number % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')
+    return '%d%s' % (number, suffix)
+
+
+def _label(raw: Dict[str, Any], index: int) -> str:
+    """How an error names an app of the file: its name, else its script, else its position."""
+    name = raw.get('name')
+    if isinstance(name, (str, int)) and not isinstance(name, bool) and str(name) != '':
+        return 'app %s' % name
+    script = raw.get('script')
+    if isinstance(script, str) and script:
+        return 'the app with script %s (no name)' % script
+    return 'the %s app (no name)' % _ordinal(index)
+
+
+def _app_name(index: int, raw: Any, plan: Plan) -> Tuple[str, str]:
+    """(name for pm2_app, name in the file)."""
     if not isinstance(raw, dict):
-        raise EcosystemError('apps[%d] is not an object' % index)
+        raise EcosystemError('apps: the %s entry is not an app object (got %s)' % (_ordinal(index), kind_of(raw)))
+    label = _label(raw, index)
     orig_name = raw.get('name')
     if orig_name is None or orig_name == '':
         script = raw.get('script')
         if not isinstance(script, str) or not script:
-            raise EcosystemError('apps[%d] has neither name nor script' % index)
+            raise EcosystemError('%s: has neither name nor script' % label)
         orig_name = os.path.splitext(os.path.basename(script))[0]
-        plan['notes'].append('apps[%d] has no name; PM2 would call it %s after its script' % (index, orig_name))
-    if not isinstance(orig_name, (str, int)):
-        raise EcosystemError('apps[%d].name is not a string' % index)
+        plan['notes'].append('%s has no name; PM2 would call it %s after its script' % (label, orig_name))
+    if not isinstance(orig_name, (str, int)) or isinstance(orig_name, bool):
+        raise EcosystemError('%s: name must be a string (got %s)' % (label, kind_of(orig_name)))
     orig_name = str(orig_name)
     name = normalise_app_name(orig_name)
     if name != orig_name:
         plan['renamed'].append({'from': orig_name, 'to': name})
-    return name
+    return name, orig_name
 
 
 def _unmapped(name: str, key: str, value: Any) -> Dict[str, Any]:
@@ -153,33 +166,48 @@ def _take_field(name: str, key: str, value: Any, fields: Dict[str, Any], plan: P
     try:
         fields[canonical] = convert(canonical, value)
     except ValueError as exc:
-        plan['unmapped'].append(dict(app=name, key=key, reason='cannot convert: %s' % exc))
-        return
+        raise EcosystemError('app %s: %s: %s (got %s)' % (name, key, exc, kind_of(value)))
     if canonical != key:
         plan['notes'].append('%s: %s imported as %s' % (name, key, canonical))
     if canonical in ('args', 'node_args') and isinstance(value, str):
         plan['notes'].append('%s: %s string split into a list (shell words)' % (name, key))
+    if canonical in ('out_file', 'error_file', 'log_file') and fields[canonical] == 'NULL':
+        fields[canonical] = '/dev/null'  # the same for PM2; pm2_app would take NULL for a file name
     if isinstance(fields[canonical], str) and canonical not in ('script', 'cwd') and looks_secret(canonical, fields[canonical]):
         plan['notes'].append('%s: %s looks like it holds a secret; it is kept as is, move it out of the ecosystem file' % (name, canonical))
 
 
-def _sort_keys(name: str, raw: Dict[str, Any], plan: Plan) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
-    """(supported fields, env blocks) of one app; every other key goes to plan['unmapped']."""
+def _take_logrotate(name: str, key: str, value: Any, logs: Dict[str, Any]) -> None:
+    try:
+        logs[LOGROTATE_KEYS[key]] = logrotate_value(key, value)
+    except ValueError as exc:
+        raise EcosystemError('app %s: %s: %s' % (name, key, exc))
+
+
+def _sort_keys(name: str, raw: Dict[str, Any], plan: Plan) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """(supported fields, env blocks, log rotation settings) of one app; every other key goes to plan['unmapped']."""
     fields: Dict[str, Any] = {}
     env_blocks = {}
+    logs: Dict[str, Any] = {}
     for key, value in raw.items():
         if key == 'name':
             continue
         if key == 'env' or key.startswith('env_') and key != 'env_file':
-            if isinstance(value, dict):
-                env_blocks[key] = value
-            else:
-                plan['unmapped'].append(dict(app=name, key=key, reason='an env block must be an object'))
+            if not isinstance(value, dict):
+                raise EcosystemError('app %s: %s must be an object of environment variables (got %s)' % (name, key, kind_of(value)))
+            env_blocks[key] = value
+        elif key in LOGROTATE_KEYS:
+            _take_logrotate(name, key, value, logs)
+        elif ALIASES.get(key, key) == 'log_file' and isinstance(value, bool):
+            # PM2's `log: true` is a combined log in its default place (<PM2_HOME>/logs/<name>.log); false is none.
+            if value:
+                plan['unmapped'].append(dict(app=name, key=key, value='true', reason='a combined log in PM2\'s default place is not '
+                                             'supported by nodefleet.pm2.pm2_app: give log_file a path'))
         elif ALIASES.get(key, key) in SUPPORTED:
             _take_field(name, key, value, fields, plan)
         else:
             plan['unmapped'].append(_unmapped(name, key, value))
-    return fields, env_blocks
+    return fields, env_blocks, logs
 
 
 def _release_cwd(name: str, cwd: Optional[str], plan: Plan) -> str:
@@ -190,8 +218,8 @@ def _release_cwd(name: str, cwd: Optional[str], plan: Plan) -> str:
         plan['notes'].append('%s: absolute cwd %s replaced by the release directory (pm2_deploy_to/current)' % (name, cwd))
         return ''
     rel_cwd = os.path.normpath(cwd)
-    if rel_cwd.startswith('..'):
-        raise EcosystemError('%s: cwd %s leaves the project directory' % (name, cwd))
+    if rel_cwd == '..' or rel_cwd.startswith('../'):
+        raise EcosystemError('app %s: cwd %s leaves the project directory (the release)' % (name, cwd))
     return '' if rel_cwd == '.' else rel_cwd
 
 
@@ -205,15 +233,18 @@ def _place_script(name: str, script: str, rel_cwd: str, item: Dict[str, Any], pm
         plan['notes'].append('%s: absolute script %s kept; the release directory is not used for it' % (name, script))
     else:
         item['script'] = os.path.normpath(os.path.join(rel_cwd, script))
+        if item['script'] == '..' or item['script'].startswith('../'):
+            raise EcosystemError('app %s: script %s leaves the project directory (the release)' % (name, script))
 
 
-def _map_app(index: int, name: str, raw: Dict[str, Any], plan: Plan) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+def _map_app(name: str, raw: Dict[str, Any], plan: Plan) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """(pm2_deploy_apps item, its pm2: dict, env blocks, log rotation settings with the app's rel_cwd)."""
     item: Dict[str, Any] = {'name': name}
     pm2: Dict[str, Any] = {}
-    fields, env_blocks = _sort_keys(name, raw, plan)
+    fields, env_blocks, logs = _sort_keys(name, raw, plan)
     script = fields.pop('script', None)
-    if not isinstance(script, str) or not script:
-        raise EcosystemError('apps[%d] (%s) has no script' % (index, name))
+    if not script:
+        raise EcosystemError('app %s: script is missing' % name)
     rel_cwd = _release_cwd(name, fields.pop('cwd', None), plan)
     _place_script(name, script, rel_cwd, item, pm2, plan)
     if rel_cwd:
@@ -224,81 +255,12 @@ def _map_app(index: int, name: str, raw: Dict[str, Any], plan: Plan) -> Tuple[Di
     pm2_defaults(name, script, item, fields, plan)
     for key in sorted(fields):
         pm2[key] = fields[key]
-    return item, pm2, env_blocks
+    logs['rel_cwd'] = rel_cwd
+    return item, pm2, env_blocks, logs
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Env
-
-def _group_blocks(name: str, env_blocks: Dict[str, Dict[str, Any]], all_groups: Iterable[str]) -> Tuple[Dict[str, Dict[str, Any]], set]:
-    """Every group lists every app (a group's pm2_env_apps replaces the one of group all): the app's env_<group> block
-    merged over its env, as `pm2 start --env <group>` does, or its plain env when it has no such block.
-    Returns ({group: env}, the groups the app has a block of)."""
-    base = env_blocks.get('env', {})
-    own: Dict[str, Dict[str, Any]] = {}
-    for key, block in env_blocks.items():
-        if key != 'env':
-            group = group_name(key[4:])
-            if group in own:
-                raise EcosystemError('%s: two env blocks map to the same group %s' % (name, group))
-            own[group] = block
-    blocks = {'all': base}
-    for group in all_groups:
-        blocks[group] = dict(base)
-        blocks[group].update(own.get(group, {}))
-
-    return blocks, set(own)
-
-
-def _secret_keys(blocks: Dict[str, Dict[str, Any]], secret_names: Iterable[str], plain_names: Iterable[str]) -> Dict[str, str]:
-    """A key is secret everywhere when any block's value looks secret (one reference per key): {key: why}."""
-    found: Dict[str, str] = {}
-    for env in blocks.values():
-        for key, value in env.items():
-            reason = looks_secret(key, value, secret_names, plain_names)
-            if reason and key not in found:
-                found[key] = reason
-    return found
-
-
-def _env_entry(name: str, group: str, env: Dict[str, Any], secret_keys: Dict[str, str], plan: Plan) -> Dict[str, Any]:
-    """One app's pm2_env_apps entry for one group; secret values go to the group's vault data."""
-    entry: Dict[str, Any] = {'name': name, 'user': '{{ pm2_deploy_user }}', 'vars': {}, 'secrets': {}}
-    block = 'env' if group == 'all' else 'env_' + group
-    for key, value in env.items():
-        if not ENV_KEY_RE.match(key) or key.startswith('NODEFLEET_'):
-            plan['unmapped'].append(dict(app=name, key='%s.%s' % (block, key),
-                                         reason='env name not allowed (^[A-Za-z_][A-Za-z0-9_]*$, prefix NODEFLEET_ reserved)'))
-        elif isinstance(value, (dict, list)) or value is None:
-            plan['unmapped'].append(dict(app=name, key='%s.%s' % (block, key), reason='env value is not a string, number or boolean'))
-        elif key in secret_keys:
-            var = vault_var(name, key)
-            entry['secrets'][key] = var
-            if group == 'all' or plan['vault']['all'].get(var) != value:
-                plan['vault'].setdefault(group, {})[var] = value
-        else:
-            entry['vars'][key] = value
-    return entry
-
-
-def _map_env(name: str, item: Dict[str, Any], pm2: Dict[str, Any], env_blocks: Dict[str, Dict[str, Any]],
-             all_groups: List[str], plan: Plan, secret_names: Iterable[str], plain_names: Iterable[str]) -> None:
-    blocks, own = _group_blocks(name, env_blocks, all_groups)
-    secret_keys = _secret_keys(blocks, secret_names, plain_names)
-    for group, env in blocks.items():
-        plan['groups'].setdefault(group, {})[name] = _env_entry(name, group, env, secret_keys, plan)
-    for key in sorted(secret_keys):
-        in_blocks = sorted(g for g, env in blocks.items() if key in env and (g == 'all' or g in own))
-        plan['secrets'].append(dict(app=name, key=key, var=vault_var(name, key), reason=secret_keys[key], groups=in_blocks))
-    interpreter = pm2.get('interpreter')
-    if interpreter is None or os.path.basename(interpreter) in NODE_INTERPRETERS:
-        item['env_file'] = True
-    else:
-        # pm2_app loads env files through a Node.js preload; other interpreters get plain env (visible in pm2 jlist).
-        item['env'] = "{{ (pm2_env_apps | selectattr('name', 'equalto', '%s') | first).vars }}" % name
-        plan['notes'].append('%s: interpreter %s cannot load an env file; its plain vars are passed as env (visible in pm2 jlist)%s'
-                             % (name, interpreter, ' and its secrets are NOT passed' if secret_keys else ''))
-
+# Health
 
 def _port_of(env_blocks: Dict[str, Dict[str, Any]]) -> Optional[int]:
     ports = {str(block['PORT']) for block in env_blocks.values() if isinstance(block, dict) and isinstance(block.get('PORT'), (int, str))
@@ -325,37 +287,49 @@ def _health(name: str, env_blocks: Dict[str, Dict[str, Any]], health: Optional[D
 # ---------------------------------------------------------------------------------------------------------------
 # The whole file
 
+def _all_groups(mapped: List[Tuple[Any, ...]]) -> List[str]:
+    """The inventory groups of every env_* block of the file; env_all is refused naming its apps."""
+    groups_of = {name: {group_name(key[4:]) for key in env_blocks if key != 'env'} for name, _item, _pm2, env_blocks, _logs in mapped}
+    culprits = [name for name, _item, _pm2, _env_blocks, _logs in mapped if 'all' in groups_of[name]]
+    if culprits:
+        raise EcosystemError('app %s: an env block named env_all would clash with the base env (group all); rename it' % ', '.join(culprits))
+    return sorted(set().union(*groups_of.values()))
+
+
 def plan_import(config: Any, health: Optional[Dict[str, Any]] = None, secret_names: Iterable[str] = (),
-                plain_names: Iterable[str] = (), source: str = '') -> Plan:
-    """Map an evaluated ecosystem object to inventory data. Pure; raises EcosystemError.
+                plain_names: Iterable[str] = (), source: str = '', notes: Iterable[str] = ()) -> Plan:
+    """Map an evaluated ecosystem object to inventory data. Pure; raises EcosystemError naming the app and field.
 
     Returns a dict:
       deploy_apps: list of pm2_deploy_apps items
       groups: {group: {app: {'vars': {...}, 'secrets': {KEY: var}}}} ('all' is the base env)
       vault: {group: {var: value}} secret values (only the caller may see them)
+      logrotate: list of pm2_logrotate_apps items (the apps' log files under the pm2_deploy layout)
       unmapped: [{app, key, reason, value?}], secrets: [{app, key, var, reason, blocks}], renamed: [{from, to}],
-      notes: [str]
+      notes: [str] (starting with `notes`, what the evaluation of the file reported)
     """
     apps, top = _apps_of(config)
-    plan: Plan = dict(deploy_apps=[], groups={'all': {}}, vault={'all': {}}, unmapped=[], secrets=[], renamed=[], notes=[],
-                      source=source)
+    plan: Plan = dict(deploy_apps=[], groups={'all': {}}, vault={'all': {}}, logrotate=[], unmapped=[], secrets=[], renamed=[],
+                      notes=list(notes), source=source)
     for key in sorted(top):
         plan['unmapped'].append(dict(app=None, key=key, reason=HINTS.get(key, 'unknown top-level key of the ecosystem file')))
-    seen: Dict[str, int] = {}
+    seen: Dict[str, str] = {}
     mapped = []
     for index, raw in enumerate(apps):
-        name = _app_name(index, raw, plan)
+        name, orig_name = _app_name(index, raw, plan)
         if name in seen:
-            raise EcosystemError('apps[%d] and apps[%d] both map to the app name %s; rename one' % (seen[name], index, name))
-        seen[name] = index
-        mapped.append((name,) + _map_app(index, name, raw, plan))
-    all_groups = {group_name(key[4:]) for _name, _item, _pm2, env_blocks in mapped for key in env_blocks if key != 'env'}
-    if 'all' in all_groups:
-        raise EcosystemError('an env_all block would clash with the base env (group all); rename it')
-    for name, item, pm2, env_blocks in mapped:
-        _map_env(name, item, pm2, env_blocks, sorted(all_groups), plan, secret_names, plain_names)
+            raise EcosystemError('apps %s and %s both map to the app name %s; rename one' % (seen[name], orig_name, name))
+        seen[name] = orig_name
+        mapped.append((name,) + _map_app(name, raw, plan))
+    all_groups = _all_groups(mapped)
+    log_owners: Dict[str, str] = {}
+    for name, item, pm2, env_blocks, logs in mapped:
+        map_env(name, item, pm2, env_blocks, all_groups, plan, secret_names, plain_names)
         item['health'] = _health(name, env_blocks, health, plan)
         if pm2:
             item['pm2'] = pm2
         plan['deploy_apps'].append(item)
+        rotation = logrotate_entry(name, pm2, logs, log_owners, plan)
+        if rotation:
+            plan['logrotate'].append(rotation)
     return plan

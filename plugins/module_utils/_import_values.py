@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._import_secrets import looks_secret
 from ansible_collections.nodefleet.pm2.plugins.module_utils._options import BY_NAME
-from ansible_collections.nodefleet.pm2.plugins.module_utils._spec import NODE_INTERPRETERS
+from ansible_collections.nodefleet.pm2.plugins.module_utils._spec import MAX_INSTANCES, NODE_INTERPRETERS
 
 Plan = Dict[str, Any]
 UNSUPPORTED_MARK = '__nodefleet_unsupported__'
@@ -62,13 +62,21 @@ def _to_exec_mode(value: Any) -> str:
 
 
 def _to_instances(value: Any) -> Any:
+    """A whole number (0 and negative ones too: pm2_defaults and pm2_app read them) or max, within pm2_app's limit."""
     if isinstance(value, bool):
-        raise ValueError('expected a number or max')
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str) and (value == 'max' or re.match(r'^-?\d+$', value)):
-        return value if value == 'max' else int(value)
-    raise ValueError('expected a number or max')
+        raise ValueError('expected a whole number or max')
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.match(r'^-?\d+$', value.strip()):
+        value = int(value)
+    if value == 'max':
+        return value
+    if not isinstance(value, int):
+        raise ValueError('expected a whole number or max')
+    if abs(value) > MAX_INSTANCES:
+        # pm2_app's own limit (more only on a host with more CPUs: `max` there); more than that is a typo
+        raise ValueError('more than %d processes' % MAX_INSTANCES)
+    return value
 
 
 def _to_watch(value: Any) -> Any:
@@ -106,7 +114,22 @@ def convert(field: str, value: Any) -> Any:
         raise ValueError('a %s, not data' % value[UNSUPPORTED_MARK])
     if field == 'exec_mode':
         return _to_exec_mode(value)
-    return CONVERTERS[BY_NAME[field].kind](value)
+    option = BY_NAME[field]
+    converted = CONVERTERS[option.kind](value)
+    if option.choices and converted not in option.choices:
+        raise ValueError('expected one of %s' % ', '.join(option.choices))
+    return converted
+
+
+def kind_of(value: Any) -> str:
+    """A value's kind for error messages (never the value: it may be a secret)."""
+    if isinstance(value, dict) and UNSUPPORTED_MARK in value:
+        return 'a %s' % value[UNSUPPORTED_MARK]
+    for types, word in ((bool, 'a boolean'), ((int, float), 'a number'), (str, 'a string'), (list, 'a list'),
+                        (dict, 'an object'), (type(None), 'null')):
+        if isinstance(value, types):
+            return word
+    return 'a %s' % type(value).__name__
 
 
 def display(value: Any) -> Optional[str]:

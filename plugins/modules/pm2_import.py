@@ -13,6 +13,9 @@ description:
   - Reads a PM2 ecosystem file on the B(controller) and writes inventory for this collection into O(dest)
     (C(hosts.yml), C(group_vars/all/pm2_apps.yml), C(group_vars/<group>/pm2_apps.yml) and, when there are secrets,
     C(group_vars/<group>/pm2_secrets.yml) encrypted with ansible-vault).
+  - C(group_vars/all/pm2_apps.yml) holds everything the roles need for the apps - C(pm2_deploy_user) (O(user)),
+    C(pm2_runtime_users) so that C(nodefleet.pm2.pm2_runtime) creates that user and its PM2 daemon, C(pm2_deploy_apps),
+    C(pm2_env_apps) and C(pm2_logrotate_apps) for C(nodefleet.pm2.pm2_logrotate).
   - C(pm2_deploy_apps) gets one item per app with the fields M(nodefleet.pm2.pm2_app) supports (script relative to the
     release, exec mode, instances, the rest under C(pm2)); C(pm2_env_apps) gets each app's environment for the
     C(nodefleet.pm2.pm2_env) role.
@@ -21,13 +24,20 @@ description:
   - Every env value that looks secret, by name (C(KEY), C(SECRET), C(TOKEN), C(PASSWORD), C(PRIVATE), C(CREDENTIAL), ...),
     by shape (a PEM block, a URL with a password) or by entropy (a long random-looking string), is moved into the
     encrypted file as C(vault_<app>_<key>) and referenced from C(pm2_env_apps[].secrets). Values are never printed.
-  - Keys the collection cannot map (C(env_file), C(log_file_max_size), unsupported PM2 options, ...) are listed in the
-    result and in a comment at the top of C(group_vars/all/pm2_apps.yml), never dropped silently.
+  - C(pm2_logrotate_apps) names each app's log files where PM2 writes them on a host deployed by C(nodefleet.pm2.pm2_deploy)
+    (relative paths under C(<pm2_deploy_to>/shared/logs), PM2's default ones under the user's C(PM2_HOME)); the
+    C(log_file_max_size) and C(log_file_max_files) keys some files carry (PM2 ignores them) become its C(size) and C(rotate).
+  - Keys the collection cannot map (C(env_file), unsupported PM2 options, ...) are listed in the result and in a comment
+    at the top of C(group_vars/all/pm2_apps.yml), never dropped silently.
+  - Bad input fails before anything is written, with an error that starts with the name of the option, or names the
+    app (by name) and the key of the file; no error quotes a value of the file.
   - JavaScript files (CommonJS C(module.exports), ES modules with C(export default) as C(.mjs) or C(.js)) are evaluated
-    by a child C(node) process with a timeout, a minimal environment, its working directory in an empty temporary
-    directory, network and child-process modules disabled and, on Node.js 20 or later, the permission model on (no
-    file writes, reads only below the file's directory). The child only prints JSON; this plugin writes the files.
-    JSON and YAML files are parsed without Node.js.
+    by a child C(node) process (Node.js 20 or later) with a timeout, a minimal environment, its working directory in an
+    empty temporary directory, network and child-process modules disabled, signals to other processes refused, and
+    the permission model on (no file writes; reads only below the file's directory, also through symlinks). What the
+    file prints while it loads is counted, not kept, and reported in RV(notes); output and result are capped at 4 MiB
+    while they are read. The child hands back JSON only; this plugin writes the files. JSON and YAML files are parsed
+    without Node.js.
   - Existing files are left alone when their content is the same (an encrypted file is compared after decryption),
     and refused when it differs unless O(force=true).
 author:
@@ -72,7 +82,10 @@ options:
     type: bool
     default: false
   user:
-    description: The OS user that runs the apps, written as C(pm2_deploy_user) and used by C(pm2_env_apps[].user).
+    description:
+      - The OS user that runs the apps, written as C(pm2_deploy_user), used by C(pm2_env_apps[].user) and
+        C(pm2_logrotate_apps[].user), and listed in C(pm2_runtime_users) for C(nodefleet.pm2.pm2_runtime) to create.
+      - A name C(pm2_runtime) can create (C(^[a-z_][a-z0-9_-]{0,31}$)); V(root) is refused.
     type: str
     default: app
   health:
@@ -91,17 +104,18 @@ options:
     elements: str
     default: []
   node_executable:
-    description: The C(node) binary used to evaluate JavaScript files.
+    description: The C(node) binary (Node.js 20 or later) used to evaluate JavaScript files.
     type: str
     default: node
   timeout:
-    description: Seconds the evaluation of a JavaScript file may take.
+    description: Seconds the evaluation of a JavaScript file may take (1 to 600).
     type: int
     default: 10
   environment:
     description:
       - Environment variables visible to the ecosystem file while it is evaluated (the evaluation otherwise sees only
         C(PATH), C(HOME) and C(LANG)), for files that read C(process.env).
+      - C(NODE_*) variables other than C(NODE_ENV) are refused (they change how node runs the sandbox).
     type: dict
     default: {}
 notes:
@@ -163,15 +177,29 @@ unmapped:
   returned: success
   type: list
   elements: dict
-  sample: [{app: point-tron, key: log_file_max_size, value: '"100MB"', reason: 'not a PM2 option'}]
+  sample: [{app: backend-prod, key: env_file, value: '".env"', reason: 'not a PM2 option (PM2 ignores it): ...'}]
 secrets_moved:
   description: Secrets moved to the encrypted files, by name only.
   returned: success
   type: list
   elements: dict
   sample: [{app: backend-prod, key: ESIGN_PRIVATE_KEY, var: vault_backend_prod_esign_private_key, reason: name, groups: [all, production]}]
+runtime_users:
+  description: The users written to C(pm2_runtime_users) (O(user)).
+  returned: success
+  type: list
+  elements: str
+  sample: [app]
+logrotate_apps:
+  description: Apps written to C(pm2_logrotate_apps).
+  returned: success
+  type: list
+  elements: str
+  sample: [backend-dev, backend-prod]
 notes:
-  description: Everything else the user should check (assumed health checks, rewritten paths, split args).
+  description:
+    - Everything else the user should check (assumed health checks, rewritten paths, split args, log files).
+    - Also what the evaluation saw - output the file printed while it loaded, paths outside its directory it tried to use.
   returned: success
   type: list
   elements: str

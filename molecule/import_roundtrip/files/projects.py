@@ -1,15 +1,17 @@
 # Copyright: Contributors to the nodefleet.pm2 project
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Pack the stand-in project of every seed into one tarball per host, extracted at / by prepare.yml.
+"""Pack the stand-in project of every seed: one tarball per seed for the deployed host, one for the reference host.
 
     projects.py OUT_DIR FIXTURES_DIR STANDIN_JS SEEDS_JSON
 
-deployed.tar.gz: srv/<project>/releases/standin/<tree> and srv/<project>/current -> releases/standin (the layout of
-nodefleet.pm2.pm2_deploy). reference.tar.gz: the same, or <reference>/<tree> for a seed with `reference`. The tree is
-the same on both: the original ecosystem file, its copy to start (start_as), the stand-in at every script path,
-package.json files, directories and empty files (vars/seeds.yml). Everything in a tree belongs to the seed's user;
-one tarball per host keeps prepare to one transfer per host.
+deployed-<project>.tar.gz: the layout of nodefleet.pm2.pm2_deploy - srv/<project>/releases/standin/<tree>,
+srv/<project>/current -> releases/standin, and srv/<project>/shared/<dir> for the tree's top-level directories that
+pm2_deploy shares (logs, uploads, data), linked from the release as ../../shared/<dir>. deploy-imported.yml unpacks it
+as the deploy's ship step, after pm2_runtime has created the seed's user from the imported inventory.
+reference.tar.gz (prepare.yml): the same for every seed, or <reference>/<tree> for a seed with `reference`. The tree
+is the same on both: the original ecosystem file, its copy to start (start_as), the stand-in at every script path,
+package.json files, directories and empty files (vars/seeds.yml). Everything in a tree belongs to the seed's user.
 """
 
 from __future__ import annotations
@@ -68,23 +70,36 @@ def add(tar, name, data=None, owner='root', link=None):
         tar.addfile(info, io.BytesIO(data))
 
 
+# pm2_deploy_shared_dirs' default: these top-level directories of a release are links to <deploy_to>/shared/<dir>.
+SHARED_DIRS = ('logs', 'uploads', 'data')
+
+
 def release(tar, project, user, entries):
     base = 'srv/%s' % project
     add(tar, base)
     add(tar, base + '/releases')
     add(tar, base + '/releases/standin', owner=user)
     add(tar, base + '/current', link='releases/standin')
+    shared = sorted(d for d in SHARED_DIRS if d in entries)
+    if shared:
+        add(tar, base + '/shared', owner=user)
     for path in sorted(entries):
-        add(tar, '%s/releases/standin/%s' % (base, path), entries[path], owner=user)
+        top = path.split('/')[0]
+        if top in shared:
+            add(tar, '%s/shared/%s' % (base, path), entries[path], owner=user)
+            if path == top:
+                add(tar, '%s/releases/standin/%s' % (base, path), owner=user, link='../../shared/' + top)
+        else:
+            add(tar, '%s/releases/standin/%s' % (base, path), entries[path], owner=user)
 
 
 def main(out, fixtures, standin, seeds):
-    with tarfile.open(os.path.join(out, 'deployed.tar.gz'), 'w:gz') as deployed, \
-            tarfile.open(os.path.join(out, 'reference.tar.gz'), 'w:gz') as reference:
+    with tarfile.open(os.path.join(out, 'reference.tar.gz'), 'w:gz') as reference:
         for seed in seeds:
             entries = tree(seed, fixtures, standin)
             user = seed['user']
-            release(deployed, seed['project'], user, entries)
+            with tarfile.open(os.path.join(out, 'deployed-%s.tar.gz' % seed['project']), 'w:gz') as deployed:
+                release(deployed, seed['project'], user, entries)
             if not seed.get('reference'):
                 release(reference, seed['project'], user, entries)
                 continue

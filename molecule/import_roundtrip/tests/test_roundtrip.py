@@ -18,6 +18,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import jinja2
 import pytest
 import testinfra
 import yaml
@@ -313,3 +314,77 @@ def test_secrets_come_from_the_env_file_only(hosts, project):
             assert not in_dump, where
             checked += 1
     assert checked == len(report(project)["secrets_moved"])
+
+
+# What the import writes for nodefleet.pm2.pm2_runtime and nodefleet.pm2.pm2_logrotate (issue 11): the deployed
+# host's users come from the imported pm2_runtime_users, and pm2_logrotate with the imported pm2_logrotate_apps
+# rotates the imported apps' logs. Last in this file: rotating writes into directories some apps watch.
+
+def deployed():
+    return testinfra.get_host(f"ansible://deployed?ansible_inventory={INVENTORY}")
+
+
+def test_the_imported_inventories_made_pm2_runtime_create_the_users():
+    before = json.loads((ROUNDTRIP / "users-before.json").read_text())
+    assert before == [], f"the deployed host had {before} before the imports were applied"
+    host = deployed()
+    for user in USERS:
+        account = host.user(user)
+        assert account.exists and account.home == f"/home/{user}" and account.shell == "/usr/sbin/nologin", user
+        assert account.uid < 1000, (user, account.uid)  # a system user, as pm2_runtime creates them
+        pm2_home = host.file(f"/home/{user}/.pm2")
+        assert pm2_home.is_directory and pm2_home.user == user and pm2_home.mode == 0o700, user
+        unit = host.service(f"pm2-{user}")
+        assert unit.is_running and unit.is_enabled, user
+
+
+def imported_logrotate(project):
+    """The project's pm2_logrotate_apps as the role sees them: Jinja rendered, PM2's default paths filled in."""
+    seed = SEEDS[project]
+    data = yaml.safe_load((ROUNDTRIP / project / "inventory" / "group_vars" / "all" / "pm2_apps.yml").read_text())
+    variables = {"pm2_deploy_user": seed["user"], "pm2_deploy_to": f"/srv/{project}"}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    entries = {}
+    for entry in data["pm2_logrotate_apps"]:
+        rendered = {key: [env.from_string(v).render(**variables) for v in value] if isinstance(value, list)
+                    else env.from_string(value).render(**variables) if isinstance(value, str) else value
+                    for key, value in entry.items()}
+        logs = f"/home/{seed['user']}/.pm2/logs/{entry['name']}"
+        rendered.setdefault("paths", [f"{logs}-out.log", f"{logs}-out-[0-9]*.log", f"{logs}-error.log", f"{logs}-error-[0-9]*.log"])
+        entries[entry["name"]] = rendered
+    return entries
+
+
+ROTATED = [project for project, seed in SEEDS.items() if seed.get("logrotate", True)]
+
+
+@pytest.mark.parametrize("project", ROTATED)
+def test_pm2_logrotate_rotates_the_imported_apps_logs(project):
+    entries = imported_logrotate(project)
+    assert sorted(entries) == sorted(report(project)["logrotate_apps"]) and entries
+    host = deployed()
+    user = SEEDS[project]["user"]
+    for name, entry in entries.items():
+        config = host.file(f"/etc/logrotate.d/{name}")
+        assert config.exists, name
+        lines = [line.strip() for line in config.content_string.splitlines() if line.strip() and not line.startswith("#")]
+        assert lines[0] == " ".join(entry["paths"]) + " {", (name, lines[0])
+        assert f"su {user} {user}" in lines, name
+        assert (f"size {entry['size']}" if "size" in entry else "daily") in lines, name
+        assert f"rotate {entry.get('rotate', 14)}" in lines, name
+    marker = f"roundtrip-logrotate-{os.getpid()}-{project}"
+    code = (SCENARIO / "tests" / "rotate.py").read_text()
+    configs = [f"/etc/logrotate.d/{name}" for name in sorted(entries)]
+    results = json.loads(host.check_output("python3 -c %s %s" + " %s" * len(configs), code, marker, *configs))
+    for config, result in results.items():
+        assert result["rc"] == 0, (config, result["stderr"])
+        assert result["files"], (config, "no log file matches", result["patterns"])
+        for path, seen in result["files"].items():
+            assert seen == {"rotated_has_marker": True, "live_has_marker": False}, (config, path, seen)
+
+
+def test_the_point_tron_rotation_settings_come_from_its_ecosystem_file():
+    """log_file_max_size: '100MB' and log_file_max_files: 10 (not PM2 options) became the app's logrotate settings."""
+    lines = deployed().file("/etc/logrotate.d/point-tron").content_string.splitlines()
+    assert "    size 100M" in lines and "    rotate 10" in lines
+    assert lines[2] == "/var/log/point-tron/out.log /var/log/point-tron/error.log {", lines[:3]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from unittest.mock import MagicMock
 
 import pytest
@@ -139,3 +140,114 @@ def test_arguments_tagged_by_ansible_core(workdir):
     assert result['changed'] and not result.get('failed'), result
     data = yaml.safe_load((workdir / 'inventory' / 'group_vars' / 'all' / 'pm2_apps.yml').read_text())
     assert data['pm2_deploy_user'] == 'deploy' and data['pm2_deploy_apps'][0]['health'] == {'port': 8080}
+
+
+def decrypted_tree(root):
+    """Every output file as text, the encrypted ones decrypted."""
+    vault = VaultLib([('default', VaultSecret(PASSWORD))])
+    return {rel: (vault.decrypt(data) if data.startswith(b'$ANSIBLE_VAULT') else data).decode() for rel, data in read_tree(root).items()}
+
+
+@needs_node
+def test_a_symlink_out_of_the_directory_never_reaches_the_files_or_the_result(workdir):
+    """Issue 15: a link in the ecosystem file's directory read a file outside it and its content landed in the vault."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'module_utils'))
+    try:
+        from test__ecosystem import OUTSIDE_SECRET, symlink_project
+    finally:
+        sys.path.pop(0)
+    src = symlink_project(workdir / 'tree')
+    result = run(dict(src=str(src), dest=str(workdir / 'inventory'), vault_password_file=str(workdir / 'vault-pass.txt'),
+                      plain_names=['READ_INSIDE_LINK']))
+    assert result['changed'] and not result.get('failed'), result
+    assert OUTSIDE_SECRET not in json.dumps(result)
+    tree = decrypted_tree(str(workdir / 'inventory'))
+    assert 'group_vars/all/pm2_apps.yml' in tree
+    for rel, text in tree.items():
+        assert OUTSIDE_SECRET not in text, rel
+    assert any('link.txt, which is outside its directory' in note for note in result['notes'])
+    assert yaml.safe_load(tree['group_vars/all/pm2_apps.yml'])['pm2_env_apps'][0]['vars'] == {'READ_INSIDE_LINK': 'inside value'}
+
+
+@needs_node
+def test_a_file_that_logs_while_loading_is_imported_and_the_result_says_so(workdir):
+    result = run(args(workdir, 'prints.config.js'))
+    assert result['changed'] and not result.get('failed') and result['apps'] == ['chatty'], result
+    assert result['notes'][0].startswith('prints.config.js printed 80 bytes on stdout while it was evaluated')
+    assert 'loading the ecosystem file' not in json.dumps(result)
+
+
+def test_the_import_writes_what_pm2_runtime_and_pm2_logrotate_need(workdir):
+    result = run(args(workdir, 'plain.yml', user='worker'))
+    assert result['changed'] and result['runtime_users'] == ['worker'] and result['logrotate_apps'] == ['worker-1'], result
+    data = yaml.safe_load((workdir / 'inventory' / 'group_vars' / 'all' / 'pm2_apps.yml').read_text())
+    assert data['pm2_deploy_user'] == 'worker'
+    assert data['pm2_runtime_users'] == [{'name': '{{ pm2_deploy_user }}'}]
+    assert data['pm2_logrotate_apps'] == [{'name': 'worker-1', 'user': '{{ pm2_deploy_user }}'}]
+
+
+@pytest.mark.parametrize('extra, message', [
+    (dict(src='/nonexistent/ecosystem.config.js'), 'src: /nonexistent/ecosystem.config.js does not exist'),
+    (dict(user='Bad User'), "user: 'Bad User' is not a user name"),
+    (dict(user='root'), 'user: root is refused'),
+    (dict(health={'port': 'http'}), 'health.port: must be a port number'),
+    (dict(timeout=-5), 'timeout: must be from 1 to 600 seconds'),
+    (dict(environment={'NODE_OPTIONS': '--allow-fs-read=*'}), 'environment.NODE_OPTIONS: refused'),
+    (dict(vault_password_file='/nonexistent/pass'), 'vault_password_file: /nonexistent/pass does not exist'),
+    (dict(node_executable='/nonexistent/node'), 'node_executable: /nonexistent/node not found'),
+])
+def test_bad_options_fail_naming_the_option_and_write_nothing(workdir, extra, message):
+    base = args(workdir, 'trackflow.ecosystem.config.js')
+    base.update(extra)
+    result = run(base)
+    assert result.get('failed') and result['msg'].startswith(message), result
+    assert not os.path.exists(str(workdir / 'inventory'))
+
+
+def test_an_empty_vault_password_fails_naming_the_option(workdir):
+    (workdir / 'empty.txt').write_text('')
+    result = run(args(workdir, 'plain.yml', vault_password_file=str(workdir / 'empty.txt')))
+    assert result.get('failed') and result['msg'].startswith('vault_password_file: cannot read a vault password from'), result
+    assert not os.path.exists(str(workdir / 'inventory'))
+
+
+@pytest.mark.parametrize('content, message', [
+    ('apps:\n  - name: web\n    script: a.js\n  - name: api\n    script: b.js\n    instances: many\n',
+     'app api: instances: expected a whole number or max'),
+    ('apps:\n  - name: web\n    script: a.js\n    env_production: [PORT=1]\n', 'app web: env_production must be an object'),
+    ('apps:\n  - name: web\n', 'app web: script is missing'),
+    ('apps: []\n', 'apps: the list is empty'),
+    ('apps:\n  - name: web\n    script: a.js\n    log_file_max_size: lots\n', 'app web: log_file_max_size: expected a size'),
+])
+def test_bad_content_fails_naming_the_app_and_writes_nothing(workdir, content, message):
+    src = workdir / 'ecosystem.yml'
+    src.write_text(content)
+    result = run(dict(src=str(src), dest=str(workdir / 'inventory')))
+    assert result.get('failed') and result['msg'].startswith(message) and 'apps[' not in result['msg'], result
+    assert not os.path.exists(str(workdir / 'inventory'))
+
+
+def test_an_output_path_in_the_way_fails_before_anything_is_written(workdir):
+    (workdir / 'inventory' / 'group_vars' / 'all').mkdir(parents=True)
+    (workdir / 'inventory' / 'group_vars' / 'all' / 'pm2_apps.yml').mkdir()
+    result = run(args(workdir, 'plain.yml'))
+    assert result.get('failed') and result['msg'].startswith('dest: ') and 'pm2_apps.yml is not a regular file' in result['msg'], result
+    assert sorted(read_tree(str(workdir / 'inventory'))) == []
+
+
+def test_a_failed_write_leaves_nothing_behind(workdir, monkeypatch):
+    """All files are written to temporary files first: a failure on the last one removes the others."""
+    import tempfile
+    real = tempfile.mkstemp
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(kw.get('dir'))
+        if len(calls) == 3:
+            raise OSError(28, 'No space left on device', kw.get('dir'))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tempfile, 'mkstemp', failing)
+    result = run(args(workdir, 'plain.yml'))
+    assert result.get('failed') and 'No space left on device; nothing was written' in result['msg'], result
+    assert len(calls) == 3 and not os.path.exists(str(workdir / 'inventory'))
