@@ -34,6 +34,10 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
 )
 
 SCOPE_KEYS = ('user', 'pm2_home', 'executable')
+# Polls after stopping the apps of a failed first deploy: a crash-looping PM2 instance caught mid-restart by `pm2 stop`
+# is started again by PM2 and keeps looping; such an app is deleted instead.
+STOP_CHECKS = 3
+STOP_CHECK_DELAY = 1.0
 
 
 def free_mb(path: str):
@@ -338,16 +342,39 @@ class ReleaseRun:
         live = read_apps(self.module, self._scope())
         running = [n for n in names if n in live and any(i['status'] != 'stopped' for i in live[n]['instances'])]
         self.result['stopped'] = running
+        self.result['deleted'] = []
         self.changed = bool(running) or bool(current)
         if self.check_mode:
             return
         if running:
             try:
                 apply_apps(self.module, self._scope(), [dict(name=n, state='stopped') for n in running], check_mode=False)
+                stuck = self._still_running(running)
+                self.result['deleted'] = stuck
+                if stuck:
+                    apply_apps(self.module, self._scope(), [dict(name=n, state='absent') for n in stuck], check_mode=False)
             except AppsError as exc:
                 raise ReleaseError('stopping %s: %s' % (', '.join(running), exc), step='stop', **exc.details)
+            left = self._still_running(running)
+            if left:
+                raise ReleaseError('stopping %s: %s still running after stop and delete' % (', '.join(running), ', '.join(left)),
+                                   step='stop')
+            self.result['stopped'] = [n for n in running if n not in self.result['deleted']]
         self.layout.unset()
         self.result['current'] = ''
+
+    def _still_running(self, names):
+        """Apps with a process that is not stopped, or whose restart count still grows, over STOP_CHECKS polls."""
+        first, moving = None, set()
+        for check in range(STOP_CHECKS):
+            if check:
+                time.sleep(STOP_CHECK_DELAY)
+            live = read_apps(self.module, self._scope())
+            counts = dict((n, sum(i['restarts'] for i in live[n]['instances'])) for n in names if n in live)
+            first = counts if first is None else first
+            moving.update(n for n in names if n in live and (
+                any(i['status'] != 'stopped' for i in live[n]['instances']) or counts[n] != first.get(n, counts[n])))
+        return sorted(moving)
 
 
 def run_release(module) -> None:

@@ -24,8 +24,9 @@ description:
     the history), not O(apps); it is recorded V(restored).
   - O(rollback=true) without O(release) chooses the release: the newest one whose newest record is healthy, other
     than the current one and still on disk (RV(rollback_reason) says why); a release that failed is never chosen.
-  - O(state=inactive) leaves no active release: the listed apps are stopped (still listed, with their logs) and
-    C(current) is removed. A first deploy that fails ends so.
+  - O(state=inactive) leaves no active release: the listed apps are stopped (still listed, with their logs; an app
+    PM2 keeps restarting after the stop is deleted, RV(deleted)) and C(current) is removed. A first deploy that
+    fails ends so.
   - In check mode nothing changes and the result says what would: RV(switched), per-app actions in RV(apps)
     (planned against the target release), RV(present), RV(locks) held on the host.
 author:
@@ -252,6 +253,13 @@ pruned:
   elements: str
 stopped:
   description: Apps stopped by O(state=inactive).
+  returned: state=inactive
+  type: list
+  elements: str
+deleted:
+  description:
+    - Apps O(state=inactive) deleted from PM2 because they did not stay stopped (a crash-looping instance caught
+      mid-restart by C(pm2 stop) is started again by PM2).
   returned: state=inactive
   type: list
   elements: str
