@@ -27,6 +27,8 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     ReleaseLayout,
     format_record,
     last_outcomes,
+    outside,
+    process_dirs,
     recorded_apps,
     releases_to_prune,
     rollback_target,
@@ -38,6 +40,15 @@ SCOPE_KEYS = ('user', 'pm2_home', 'executable')
 # is started again by PM2 and keeps looping; such an app is deleted instead.
 STOP_CHECKS = 3
 STOP_CHECK_DELAY = 1.0
+
+
+def process_cwd(pid: int) -> str:
+    """The real directory a process runs in ('' when it is gone or cannot be read)."""
+    try:
+        path = os.readlink('/proc/%d/cwd' % pid)
+    except OSError:
+        return ''
+    return path[:-len(' (deleted)')] if path.endswith(' (deleted)') else path
 
 
 def free_mb(path: str):
@@ -59,6 +70,7 @@ class ReleaseRun:
         self.changed = False
         self.seconds = {}
         self.result = {}
+        self.behind = set()
 
     # ------------------------------------------------------------------ entry
     def run(self) -> dict:
@@ -182,11 +194,12 @@ class ReleaseRun:
         self.result['present'] = present
         switching = release != current
         self.result['switched'] = switching
+        self._find_processes_elsewhere(apps, release, current)
         if self.params['restore'] and current != release:
             self._mark_undone(history, current)
         if self.check_mode:
             planned = self._plan(apps, release, current)
-            self.result['apps'] = planned['apps']
+            self.result['apps'] = self._explain(planned['apps'])
             self.changed = switching or any(a['actions'] for a in self.result['apps'])
             self._diff(current, release, planned.get('diff'))
             return
@@ -208,11 +221,39 @@ class ReleaseRun:
             raise ReleaseError('apps: needed (no record of what release %s ran with)' % release, field='apps')
         return self.params['apps'], 'input'
 
+    def _find_processes_elsewhere(self, apps, release, current):
+        """Apps with a process outside current's release (an interrupted reload, a resurrect after a power cut):
+        reported in off_current; when this call keeps current, they are reloaded (PM2's record alone, one per app,
+        may already name the release while some workers still run the old one)."""
+        names = [a['name'] for a in apps if a.get('script') and a.get('state', 'started') in ('started', 'reloaded', 'restarted')]
+        if not current or not names:
+            return
+        dirs = process_dirs(read_apps(self.module, self._scope()), names, process_cwd)
+        off = outside(dirs, os.path.realpath(self.layout.release_dir(current)))
+        self.result['off_current'] = dict((name, [self.layout.release_of_dir(d) for d in where]) for name, where in off.items())
+        if release == current:
+            self.behind = set(off)
+
     def _items(self, apps, release):
         """pm2_app items whose release marker names this release's directory, wherever current points now."""
         release_dir = self.layout.release_dir(release)
-        return [dict(item, release_path=release_dir) if item.get('script') and item.get('state') != 'absent' else dict(item)
-                for item in apps]
+        items = []
+        for item in apps:
+            item = dict(item)
+            if item.get('script') and item.get('state') != 'absent':
+                item['release_path'] = release_dir
+            if item['name'] in self.behind:
+                item['state'] = 'reloaded'
+            items.append(item)
+        return items
+
+    def _explain(self, planned):
+        """The per-app results, with the reason of the reloads this module asked for."""
+        for app in planned:
+            if app['name'] in self.behind:
+                where = ', '.join(self.result['off_current'][app['name']])
+                app['reasons'] = [r for r in app.get('reasons') or [] if r != 'requested'] + ['processes on %s' % where]
+        return planned
 
     def _scope(self) -> dict:
         return dict((k, self.params[k]) for k in SCOPE_KEYS)
@@ -247,7 +288,7 @@ class ReleaseRun:
             raise ReleaseError('release %s: %s' % (release, exc), step='apply', **exc.details)
         self.seconds['apply'] = time.time() - started
         self.changed = self.changed or applied['changed']
-        self.result['apps'] = applied['apps']
+        self.result['apps'] = self._explain(applied['apps'])
         checks = self.params['health']
         started = time.time()
         health = probe_all(self.module, checks, attempts=self.params['health_attempts'], delay=self.params['health_delay'])
@@ -400,6 +441,9 @@ def run_release_info(module) -> None:
         if module.params['lock_dir'] and module.params['project']:
             result['locks'] = project_locks(module.params['lock_dir'], module.params['project'])
         result['apps'] = read_apps(module, step._scope())
+        dirs = process_dirs(result['apps'], list(result['apps']), process_cwd)
+        for name, app in result['apps'].items():
+            app['running_releases'] = [step.layout.release_of_dir(d) for d in dirs.get(name, [])]
     except (ReleaseError, AppsError) as exc:
         module.fail_json(msg=str(exc), **getattr(exc, 'details', {}))
     except OSError as exc:

@@ -64,3 +64,14 @@ def test_status_rows_mismatch_and_crash_restarts():
     assert lines[0].split() == ['host', 'app', 'supervisor', 'online/desired', 'status', 'memory_mb', 'restarts', 'crash_restarts',
                                 'release', 'current']
     assert lines[-1] == 'not running the release current points to: h1/gone (a deploy reloads them)'
+
+
+def test_status_shows_workers_split_across_releases():
+    info = {'current': 'B', 'locks': {}, 'apps': {
+        'api': {'supervisor': 'pm2', 'instances_online': 2, 'instances': [proc(), proc()], 'release': '/srv/shop/releases/B',
+                'running_releases': ['A', 'B']},
+        'web': {'supervisor': 'pm2', 'instances_online': 1, 'instances': [proc()], 'release': '/srv/shop/releases/B',
+                'running_releases': ['B']}}}
+    rows = status_rows('h1', INPUTS, info)
+    assert [(r['app'], r['release'], r['mismatch']) for r in rows] == [('api', 'A,B', True), ('web', 'B', False)]
+    assert status_table(rows)[-1] == 'not running the release current points to: h1/api (a deploy reloads them)'
