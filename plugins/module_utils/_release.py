@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 HEALTHY = ('activated', 'restored')
@@ -118,6 +119,14 @@ def recorded_apps(history: list[dict], release: str):
         if record['release'] == release and record['outcome'] in HEALTHY and 'apps' in record:
             return record['apps']
     return None
+
+
+def name_items(message: str, apps: list) -> str:
+    """'apps[2].env_file: ...' -> 'apps[worker].env_file: ...' (the app's name instead of its index)."""
+    def by_name(match):
+        index = int(match.group(1))
+        return 'apps[%s]' % apps[index]['name'] if index < len(apps) and apps[index].get('name') else match.group(0)
+    return re.sub(r'\bapps\[(\d+)\]', by_name, message)
 
 
 def process_dirs(apps: dict, names, cwd_of) -> dict:

@@ -27,6 +27,7 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     ReleaseLayout,
     format_record,
     last_outcomes,
+    name_items,
     outside,
     process_dirs,
     recorded_apps,
@@ -260,12 +261,20 @@ class ReleaseRun:
 
     def _plan(self, apps, release, current):
         if current and os.path.isdir(self.layout.release_dir(current)):
-            return apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=True)
+            try:
+                return apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=True)
+            except AppsError as exc:
+                # pm2_app names an item by its index; the deploy's user knows the app by its name.
+                details = dict(exc.details)
+                if details.get('field'):
+                    details['field'] = name_items(details['field'], apps)
+                raise AppsError(name_items(str(exc), apps), **details)
         # First deploy: nothing runs from this layout yet, every app would start; check what can be checked.
         self._require_user()
-        missing = [a['env_file'] for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
+        missing = [a for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
         if missing:
-            raise ReleaseError('env_file: %s does not exist or is not a file' % missing[0], field='env_file')
+            raise ReleaseError('apps[%s].env_file: %s does not exist or is not a file' % (missing[0]['name'], missing[0]['env_file']),
+                               field='env_file')
         return dict(apps=[dict(name=a['name'], action='none' if a.get('state') == 'absent' else 'start',
                                actions=[] if a.get('state') == 'absent' else ['start'], reasons=['first deploy'],
                                supervisor=a.get('supervisor', 'pm2'), state=a.get('state', 'started')) for a in apps])

@@ -14,6 +14,7 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     ReleaseError,
     ReleaseLayout,
     format_record,
+    name_items,
     outside,
     parse_history,
     process_dirs,
@@ -130,3 +131,8 @@ def test_release_of_dir(tmp_path):
     assert layout.release_of_dir(os.path.join(os.path.realpath(str(tmp_path)), 'releases', 'B')) == 'B'
     assert layout.release_of_dir('/opt/elsewhere') == '/opt/elsewhere'
 
+
+def test_item_indexes_become_app_names():
+    apps = [{'name': 'api'}, {'name': 'worker'}]
+    assert name_items('apps[1].env_file: /x does not exist', apps) == 'apps[worker].env_file: /x does not exist'
+    assert name_items('apps[7].env: bad; pm2_apps[0]', apps) == 'apps[7].env: bad; pm2_apps[0]'

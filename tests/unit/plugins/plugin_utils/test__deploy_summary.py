@@ -66,6 +66,15 @@ def test_status_rows_mismatch_and_crash_restarts():
     assert lines[-1] == 'not running the release current points to: h1/gone (a deploy reloads them)'
 
 
+def test_a_host_that_went_away_is_reported_unreachable():
+    reports = {'h1': {'outcome': 'failed', 'batch': 1, 'work': 1.0, 'failed_step': 'Activate the release', 'unreachable': True,
+                      'error': 'h1 became unreachable'}}
+    report = summary_report(dict(RUN, hosts=['h1', 'h2']), dict(DECISION, roll=['h1', 'h2'], noop=[]), reports, [])
+    assert [r['outcome'] for r in report['hosts']] == ['unreachable', 'not_reached']
+    assert report['failure_lines'] == ['h1: failed at Activate the release: h1 became unreachable -> unreachable, left drained; '
+                                       'the next run converges it', 'not reached (kept their release): h2']
+
+
 def test_status_shows_workers_split_across_releases():
     info = {'current': 'B', 'locks': {}, 'apps': {
         'api': {'supervisor': 'pm2', 'instances_online': 2, 'instances': [proc(), proc()], 'release': '/srv/shop/releases/B',
