@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 HEALTHY = ('activated', 'restored')
@@ -120,6 +121,34 @@ def recorded_apps(history: list[dict], release: str):
     return None
 
 
+def name_items(message: str, apps: list) -> str:
+    """'apps[2].env_file: ...' -> 'apps[worker].env_file: ...' (the app's name instead of its index)."""
+    def by_name(match):
+        index = int(match.group(1))
+        return 'apps[%s]' % apps[index]['name'] if index < len(apps) and apps[index].get('name') else match.group(0)
+    return re.sub(r'\bapps\[(\d+)\]', by_name, message)
+
+
+def process_dirs(apps: dict, names, cwd_of) -> dict:
+    """app name -> sorted real directories its live processes run in (cwd_of(pid) -> path, '' when unknown).
+
+    A process keeps the directory it started in: after a switch of current, a reload that did not reach every
+    instance (Ctrl-C, power cut) leaves some of them in the old release while PM2's record says the new one."""
+    found = {}
+    for name in names:
+        for instance in (apps.get(name) or {}).get('instances') or []:
+            pid = instance.get('pid') or 0
+            where = cwd_of(pid) if pid > 0 else ''
+            if where:
+                found.setdefault(name, set()).add(where)
+    return dict((name, sorted(dirs)) for name, dirs in found.items())
+
+
+def outside(dirs: dict, release_dir: str) -> dict:
+    """The apps of process_dirs() with a process outside release_dir."""
+    return dict((name, where) for name, where in dirs.items() if any(d != release_dir for d in where))
+
+
 def releases_to_prune(on_disk: list[str], history: list[dict], current: str, keep: int) -> list[str]:
     """Release directories beyond the newest ``keep`` activated ones; never current nor the rollback target."""
     kept, order = set(), []
@@ -150,6 +179,11 @@ class ReleaseLayout:
 
     def release_dir(self, release: str) -> str:
         return os.path.join(self.releases_dir, release)
+
+    def release_of_dir(self, path: str) -> str:
+        """The release id of a real directory under releases/, else the path itself."""
+        parent, name = os.path.split(path.rstrip('/'))
+        return name if parent == os.path.realpath(self.releases_dir) else path
 
     def current(self) -> str:
         """The release current points to ('' when there is no link or it points elsewhere)."""

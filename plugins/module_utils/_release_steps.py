@@ -27,6 +27,9 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     ReleaseLayout,
     format_record,
     last_outcomes,
+    name_items,
+    outside,
+    process_dirs,
     recorded_apps,
     releases_to_prune,
     rollback_target,
@@ -34,6 +37,19 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
 )
 
 SCOPE_KEYS = ('user', 'pm2_home', 'executable')
+# Polls after stopping the apps of a failed first deploy: a crash-looping PM2 instance caught mid-restart by `pm2 stop`
+# is started again by PM2 and keeps looping; such an app is deleted instead.
+STOP_CHECKS = 3
+STOP_CHECK_DELAY = 1.0
+
+
+def process_cwd(pid: int) -> str:
+    """The real directory a process runs in ('' when it is gone or cannot be read)."""
+    try:
+        path = os.readlink('/proc/%d/cwd' % pid)
+    except OSError:
+        return ''
+    return path[:-len(' (deleted)')] if path.endswith(' (deleted)') else path
 
 
 def free_mb(path: str):
@@ -55,6 +71,7 @@ class ReleaseRun:
         self.changed = False
         self.seconds = {}
         self.result = {}
+        self.behind = set()
 
     # ------------------------------------------------------------------ entry
     def run(self) -> dict:
@@ -178,11 +195,12 @@ class ReleaseRun:
         self.result['present'] = present
         switching = release != current
         self.result['switched'] = switching
+        self._find_processes_elsewhere(apps, release, current)
         if self.params['restore'] and current != release:
             self._mark_undone(history, current)
         if self.check_mode:
             planned = self._plan(apps, release, current)
-            self.result['apps'] = planned['apps']
+            self.result['apps'] = self._explain(planned['apps'])
             self.changed = switching or any(a['actions'] for a in self.result['apps'])
             self._diff(current, release, planned.get('diff'))
             return
@@ -204,23 +222,59 @@ class ReleaseRun:
             raise ReleaseError('apps: needed (no record of what release %s ran with)' % release, field='apps')
         return self.params['apps'], 'input'
 
+    def _find_processes_elsewhere(self, apps, release, current):
+        """Apps with a process outside current's release (an interrupted reload, a resurrect after a power cut):
+        reported in off_current; when this call keeps current, they are reloaded (PM2's record alone, one per app,
+        may already name the release while some workers still run the old one)."""
+        names = [a['name'] for a in apps if a.get('script') and a.get('state', 'started') in ('started', 'reloaded', 'restarted')]
+        if not current or not names:
+            return
+        dirs = process_dirs(read_apps(self.module, self._scope()), names, process_cwd)
+        off = outside(dirs, os.path.realpath(self.layout.release_dir(current)))
+        self.result['off_current'] = dict((name, [self.layout.release_of_dir(d) for d in where]) for name, where in off.items())
+        if release == current:
+            self.behind = set(off)
+
     def _items(self, apps, release):
         """pm2_app items whose release marker names this release's directory, wherever current points now."""
         release_dir = self.layout.release_dir(release)
-        return [dict(item, release_path=release_dir) if item.get('script') and item.get('state') != 'absent' else dict(item)
-                for item in apps]
+        items = []
+        for item in apps:
+            item = dict(item)
+            if item.get('script') and item.get('state') != 'absent':
+                item['release_path'] = release_dir
+            if item['name'] in self.behind:
+                item['state'] = 'reloaded'
+            items.append(item)
+        return items
+
+    def _explain(self, planned):
+        """The per-app results, with the reason of the reloads this module asked for."""
+        for app in planned:
+            if app['name'] in self.behind:
+                where = ', '.join(self.result['off_current'][app['name']])
+                app['reasons'] = [r for r in app.get('reasons') or [] if r != 'requested'] + ['processes on %s' % where]
+        return planned
 
     def _scope(self) -> dict:
         return dict((k, self.params[k]) for k in SCOPE_KEYS)
 
     def _plan(self, apps, release, current):
         if current and os.path.isdir(self.layout.release_dir(current)):
-            return apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=True)
+            try:
+                return apply_apps(self.module, self._scope(), self._items(apps, release), check_mode=True)
+            except AppsError as exc:
+                # pm2_app names an item by its index; the deploy's user knows the app by its name.
+                details = dict(exc.details)
+                if details.get('field'):
+                    details['field'] = name_items(details['field'], apps)
+                raise AppsError(name_items(str(exc), apps), **details)
         # First deploy: nothing runs from this layout yet, every app would start; check what can be checked.
         self._require_user()
-        missing = [a['env_file'] for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
+        missing = [a for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
         if missing:
-            raise ReleaseError('env_file: %s does not exist or is not a file' % missing[0], field='env_file')
+            raise ReleaseError('apps[%s].env_file: %s does not exist or is not a file' % (missing[0]['name'], missing[0]['env_file']),
+                               field='env_file')
         return dict(apps=[dict(name=a['name'], action='none' if a.get('state') == 'absent' else 'start',
                                actions=[] if a.get('state') == 'absent' else ['start'], reasons=['first deploy'],
                                supervisor=a.get('supervisor', 'pm2'), state=a.get('state', 'started')) for a in apps])
@@ -243,7 +297,7 @@ class ReleaseRun:
             raise ReleaseError('release %s: %s' % (release, exc), step='apply', **exc.details)
         self.seconds['apply'] = time.time() - started
         self.changed = self.changed or applied['changed']
-        self.result['apps'] = applied['apps']
+        self.result['apps'] = self._explain(applied['apps'])
         checks = self.params['health']
         started = time.time()
         health = probe_all(self.module, checks, attempts=self.params['health_attempts'], delay=self.params['health_delay'])
@@ -338,16 +392,39 @@ class ReleaseRun:
         live = read_apps(self.module, self._scope())
         running = [n for n in names if n in live and any(i['status'] != 'stopped' for i in live[n]['instances'])]
         self.result['stopped'] = running
+        self.result['deleted'] = []
         self.changed = bool(running) or bool(current)
         if self.check_mode:
             return
         if running:
             try:
                 apply_apps(self.module, self._scope(), [dict(name=n, state='stopped') for n in running], check_mode=False)
+                stuck = self._still_running(running)
+                self.result['deleted'] = stuck
+                if stuck:
+                    apply_apps(self.module, self._scope(), [dict(name=n, state='absent') for n in stuck], check_mode=False)
             except AppsError as exc:
                 raise ReleaseError('stopping %s: %s' % (', '.join(running), exc), step='stop', **exc.details)
+            left = self._still_running(running)
+            if left:
+                raise ReleaseError('stopping %s: %s still running after stop and delete' % (', '.join(running), ', '.join(left)),
+                                   step='stop')
+            self.result['stopped'] = [n for n in running if n not in self.result['deleted']]
         self.layout.unset()
         self.result['current'] = ''
+
+    def _still_running(self, names):
+        """Apps with a process that is not stopped, or whose restart count still grows, over STOP_CHECKS polls."""
+        first, moving = None, set()
+        for check in range(STOP_CHECKS):
+            if check:
+                time.sleep(STOP_CHECK_DELAY)
+            live = read_apps(self.module, self._scope())
+            counts = dict((n, sum(i['restarts'] for i in live[n]['instances'])) for n in names if n in live)
+            first = counts if first is None else first
+            moving.update(n for n in names if n in live and (
+                any(i['status'] != 'stopped' for i in live[n]['instances']) or counts[n] != first.get(n, counts[n])))
+        return sorted(moving)
 
 
 def run_release(module) -> None:
@@ -373,6 +450,9 @@ def run_release_info(module) -> None:
         if module.params['lock_dir'] and module.params['project']:
             result['locks'] = project_locks(module.params['lock_dir'], module.params['project'])
         result['apps'] = read_apps(module, step._scope())
+        dirs = process_dirs(result['apps'], list(result['apps']), process_cwd)
+        for name, app in result['apps'].items():
+            app['running_releases'] = [step.layout.release_of_dir(d) for d in dirs.get(name, [])]
     except (ReleaseError, AppsError) as exc:
         module.fail_json(msg=str(exc), **getattr(exc, 'details', {}))
     except OSError as exc:

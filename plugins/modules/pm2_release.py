@@ -24,8 +24,11 @@ description:
     the history), not O(apps); it is recorded V(restored).
   - O(rollback=true) without O(release) chooses the release, the newest one whose newest record is healthy, other
     than the current one and still on disk (RV(rollback_reason) says why); a release that failed is never chosen.
-  - O(state=inactive) leaves no active release. The listed apps are stopped (still listed, with their logs) and
-    C(current) is removed. A first deploy that fails ends so.
+  - O(state=inactive) leaves no active release. The listed apps are stopped (still listed, with their logs; an app
+    PM2 keeps restarting after the stop is deleted, RV(deleted)) and C(current) is removed. A first deploy that
+    fails ends so.
+  - O(state=active) compares the directory every live process of the apps runs in with the release: when C(current)
+    stays, an app with a process elsewhere is reloaded (RV(off_current)), so a reload cut short converges.
   - In check mode nothing changes and the result says what would happen, RV(switched), per-app actions in RV(apps)
     (planned against the target release), RV(present), RV(locks) held on the host.
 author:
@@ -255,6 +258,20 @@ stopped:
   returned: state=inactive
   type: list
   elements: str
+deleted:
+  description:
+    - Apps O(state=inactive) deleted from PM2 because they did not stay stopped (a crash-looping instance caught
+      mid-restart by C(pm2 stop) is started again by PM2).
+  returned: state=inactive
+  type: list
+  elements: str
+off_current:
+  description:
+    - Apps with a live process outside the directory of the release C(current) points to, with the releases those
+      processes run (an interrupted reload, a resurrect after a power cut). When the call keeps C(current), these
+      apps are reloaded.
+  returned: state=active, when C(current) is set
+  type: dict
 seconds:
   description: Time spent per phase (unpack, apply, health, soak).
   returned: always

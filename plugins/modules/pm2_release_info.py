@@ -94,7 +94,10 @@ locks:
   returned: when O(project) and O(lock_dir) are set
   type: dict
 apps:
-  description: The running apps by name, as RV(nodefleet.pm2.pm2_info#module:apps).
+  description:
+    - The running apps by name, as RV(nodefleet.pm2.pm2_info#module:apps), each with C(running_releases), the
+      releases its live processes really run in (from each process's working directory; a path when outside
+      C(releases/)).
   returned: always
   type: dict
 """

@@ -190,6 +190,9 @@ def decide(run: dict, hosts: list[str], results: dict, inputs: dict, alive) -> d
             half.append('current points at %s, which failed' % result.get('current'))
         if result.get('leftovers'):
             half.append('half-unpacked releases %s' % ', '.join(result['leftovers']))
+        if result.get('off_current'):
+            half.append('processes not on current (%s): %s' % (result.get('current'), '; '.join(
+                '%s runs %s' % (app, ', '.join(where)) for app, where in sorted(result['off_current'].items()))))
         if half:
             decision['half_done'][host] = '; '.join(half)
         ship = run['mode'] == 'deploy' and not result.get('present', True)

@@ -14,10 +14,12 @@ import os
 COLUMNS = ('host', 'app', 'supervisor', 'online/desired', 'status', 'memory_mb', 'restarts', 'crash_restarts', 'release', 'current')
 
 
-def _release_of(app: dict) -> str:
-    """The release the processes were started for (their release marker), not where `current` points now."""
+def _releases_of(app: dict) -> list[str]:
+    """What the app's processes really run (pm2_release_info: each process's working directory); else PM2's cwd."""
+    if app.get('running_releases'):
+        return list(app['running_releases'])
     path = app.get('recorded_release') or app.get('release') or ''
-    return os.path.basename(path.rstrip('/')) if path else ''
+    return [os.path.basename(path.rstrip('/'))] if path else []
 
 
 def status_rows(host: str, inputs: dict, info: dict) -> list[dict]:
@@ -33,7 +35,7 @@ def status_rows(host: str, inputs: dict, info: dict) -> list[dict]:
         app = running.get(name) or {}
         procs = app.get('instances') or []
         statuses = sorted(set(p['status'] for p in procs))
-        release = _release_of(app)
+        releases = _releases_of(app)
         rows.append({
             'host': host, 'app': name, 'supervisor': app.get('supervisor', '-'),
             'online': app.get('instances_online', 0), 'desired': desired.get(name, 0),
@@ -42,8 +44,8 @@ def status_rows(host: str, inputs: dict, info: dict) -> list[dict]:
             'restarts': sum(p.get('restarts') or 0 for p in procs),
             # Restarts PM2 did on its own (crashes, memory limit), not the reloads of deploys.
             'crash_restarts': sum(p.get('crash_restarts', p.get('unstable_restarts', 0)) or 0 for p in procs),
-            'release': release or '-', 'current': current or '-',
-            'mismatch': bool(release and current and release != current),
+            'release': ','.join(releases) or '-', 'current': current or '-',
+            'mismatch': bool(current and any(r != current for r in releases)),
             'locked': name in (info.get('locks') or {}),
         })
     return rows

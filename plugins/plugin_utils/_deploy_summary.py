@@ -36,6 +36,8 @@ def host_record(host: str, run: dict, decision: dict, report) -> dict:
         return record
     record.update(dict((k, v) for k, v in report.items() if k != 'host'))
     record['seconds'] = report.get('work')
+    if report.get('unreachable') and record.get('outcome') == 'failed':
+        record['outcome'] = 'unreachable'  # nothing could be put back there
     return record
 
 

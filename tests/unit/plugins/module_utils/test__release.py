@@ -14,7 +14,10 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     ReleaseError,
     ReleaseLayout,
     format_record,
+    name_items,
+    outside,
     parse_history,
+    process_dirs,
     recorded_apps,
     releases_to_prune,
     rollback_target,
@@ -110,3 +113,26 @@ def test_history_is_trimmed(tmp_path):
 def test_relative_path_is_refused():
     with pytest.raises(ReleaseError):
         ReleaseLayout('srv/app')
+
+
+def test_processes_outside_the_release_are_found_per_process():
+    # An interrupted reload: worker 0 runs B, worker 1 still runs A (PM2's record names B for the whole app).
+    apps = {'api': {'instances': [{'pid': 10}, {'pid': 11}]}, 'web': {'instances': [{'pid': 12}, {'pid': 0}]},
+            'gone': {'instances': [{'pid': 13}]}}
+    cwd = {10: '/srv/s/releases/B', 11: '/srv/s/releases/A', 12: '/srv/s/releases/B', 13: ''}.get
+    dirs = process_dirs(apps, ['api', 'web', 'gone', 'absent'], cwd)
+    assert dirs == {'api': ['/srv/s/releases/A', '/srv/s/releases/B'], 'web': ['/srv/s/releases/B']}
+    assert outside(dirs, '/srv/s/releases/B') == {'api': ['/srv/s/releases/A', '/srv/s/releases/B']}
+    assert outside(dirs, '/srv/s/releases/A') == dirs
+
+
+def test_release_of_dir(tmp_path):
+    layout = ReleaseLayout(str(tmp_path))
+    assert layout.release_of_dir(os.path.join(os.path.realpath(str(tmp_path)), 'releases', 'B')) == 'B'
+    assert layout.release_of_dir('/opt/elsewhere') == '/opt/elsewhere'
+
+
+def test_item_indexes_become_app_names():
+    apps = [{'name': 'api'}, {'name': 'worker'}]
+    assert name_items('apps[1].env_file: /x does not exist', apps) == 'apps[worker].env_file: /x does not exist'
+    assert name_items('apps[7].env: bad; pm2_apps[0]', apps) == 'apps[7].env: bad; pm2_apps[0]'

@@ -39,6 +39,10 @@ class Backend:
         self.fail = fail
         self.restarts = list(restarts or [])
         self.healthy = healthy
+        self.status = 'online'
+        self.listed = True
+        self.restart_on_stop = False
+        monkeypatch.setattr(steps, 'STOP_CHECK_DELAY', 0)
         monkeypatch.setattr(steps, 'apply_apps', self.apply)
         monkeypatch.setattr(steps, 'read_apps', self.read)
         monkeypatch.setattr(steps, 'probe_all', self.probe)
@@ -47,13 +51,21 @@ class Backend:
         self.calls.append(('apply', check_mode, items))
         if self.fail and not check_mode:
             raise AppsError(self.fail, app='api', log_tails={'api': ['boom']})
+        if not check_mode and items[0].get('state') == 'stopped':
+            self.status = 'stopped'
+        if not check_mode and items[0].get('state') == 'absent':
+            self.listed = False
         actions = [] if check_mode and items[0].get('state') == 'stopped' else ['reload']
         return {'changed': not check_mode, 'apps': [dict(name=i['name'], action='+'.join(actions), actions=actions) for i in items],
                 'diff': {'before': {'api': None}, 'after': {'api': {'release': 'r2'}}}}
 
     def read(self, module, scope):
         count = self.restarts.pop(0) if self.restarts else 0
-        return {'api': {'instances': [{'status': 'online', 'restarts': count}]}}
+        if not self.listed:
+            return {}
+        # A crash-looping cluster worker caught mid-restart: PM2 starts it again after the stop.
+        status = 'online' if self.restart_on_stop else self.status
+        return {'api': {'instances': [{'status': status, 'restarts': count}]}}
 
     def probe(self, module, checks, attempts=1, delay=0.5):
         ok = self.healthy if not callable(self.healthy) else self.healthy()
@@ -120,6 +132,17 @@ def test_a_failed_apply_is_recorded_and_reported(tmp_path, monkeypatch, fake_mod
         run(fake_module(params(tmp_path)))
     assert err.value.details['log_tails'] == {'api': ['boom']} and err.value.details['step'] == 'apply'
     assert ReleaseLayout(str(tmp_path)).history()[-1]['outcome'] == 'failed'
+
+
+def test_inactive_deletes_an_app_pm2_restarts_after_the_stop(tmp_path, monkeypatch, fake_module):
+    releases(tmp_path, 'r1')
+    ReleaseLayout(str(tmp_path)).switch('r1')
+    backend = Backend(monkeypatch)
+    backend.restart_on_stop = True
+    result = run(fake_module(params(tmp_path, state='inactive', release='', restore=True, apps=APPS[:1])))
+    assert result['deleted'] == ['api'] and result['stopped'] == []
+    assert backend.calls[-1][2] == [{'name': 'api', 'state': 'absent'}]
+    assert not os.path.lexists(tmp_path / 'current')
 
 
 def test_health_pending_then_final(tmp_path, monkeypatch, fake_module):

@@ -131,6 +131,15 @@ def test_disk_and_rollback_agreement():
     assert 'do not agree' in str(err.value)
 
 
+def test_processes_off_current_make_a_host_half_done_and_roll():
+    # A power cut or Ctrl-C mid-reload: current is B, a worker of api still runs A; the plan reloads api.
+    result = plan(previous='B', switched=False, apps=[{'name': 'api', 'action': 'reload'}], current='B', off_current={'api': ['A', 'B']})
+    d = decide(RUN, ['h1'], {'h1': result}, {'h1': host_in()}, lambda pid: True)
+    assert d['roll'] == ['h1']
+    assert d['half_done']['h1'] == 'processes not on current (B): api runs A, B'
+    assert d['hosts']['h1']['enable'] == [{'backend': 'api', 'server': 'h'}]
+
+
 def test_check_mode_decides_but_no_step_runs():
     d = decide(dict(RUN, check_mode=True), ['h1'], {'h1': plan(present=False)}, {'h1': host_in()}, lambda pid: True)
     assert d['ship'] == d['roll'] == d['lock'] == []

@@ -64,3 +64,23 @@ def test_status_rows_mismatch_and_crash_restarts():
     assert lines[0].split() == ['host', 'app', 'supervisor', 'online/desired', 'status', 'memory_mb', 'restarts', 'crash_restarts',
                                 'release', 'current']
     assert lines[-1] == 'not running the release current points to: h1/gone (a deploy reloads them)'
+
+
+def test_a_host_that_went_away_is_reported_unreachable():
+    reports = {'h1': {'outcome': 'failed', 'batch': 1, 'work': 1.0, 'failed_step': 'Activate the release', 'unreachable': True,
+                      'error': 'h1 became unreachable'}}
+    report = summary_report(dict(RUN, hosts=['h1', 'h2']), dict(DECISION, roll=['h1', 'h2'], noop=[]), reports, [])
+    assert [r['outcome'] for r in report['hosts']] == ['unreachable', 'not_reached']
+    assert report['failure_lines'] == ['h1: failed at Activate the release: h1 became unreachable -> unreachable, left drained; '
+                                       'the next run converges it', 'not reached (kept their release): h2']
+
+
+def test_status_shows_workers_split_across_releases():
+    info = {'current': 'B', 'locks': {}, 'apps': {
+        'api': {'supervisor': 'pm2', 'instances_online': 2, 'instances': [proc(), proc()], 'release': '/srv/shop/releases/B',
+                'running_releases': ['A', 'B']},
+        'web': {'supervisor': 'pm2', 'instances_online': 1, 'instances': [proc()], 'release': '/srv/shop/releases/B',
+                'running_releases': ['B']}}}
+    rows = status_rows('h1', INPUTS, info)
+    assert [(r['app'], r['release'], r['mismatch']) for r in rows] == [('api', 'A,B', True), ('web', 'B', False)]
+    assert status_table(rows)[-1] == 'not running the release current points to: h1/api (a deploy reloads them)'
