@@ -100,7 +100,7 @@ demo: deps  ## Bring up a local fleet (prod x3, staging, lb), deploy docs/exampl
 demo-down:  ## Remove the demo fleet
 	$(PYTHON) tests/fleet/fleet.py --name $(DEMO_FLEET) down --missing-ok
 
-bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
+bench-deploy: deps collection-link  ## Benchmark: deploy/rollback/status vs ping, batch overhead, 3 vs 12 hosts under load (docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/deploy_scale.py
 
 bench-noop: deps collection-link  ## Benchmark: no-change pm2_app run vs ansible ping (writes docs/benchmarks.md)
