@@ -155,7 +155,7 @@ demo-test: deps core-venv-$(CORE_OLDEST)  ## make demo on a fresh fleet, checked
 guides-test: deps  ## docs/quickstart.md (CORE_PINNED) and docs/migration.md (CORE_OLDEST) run as written, from outside the repo, each on a fresh fleet
 	$(BIN)/python tests/guides/run.py docs/quickstart.md=$(CORE_PINNED) docs/migration.md=$(CORE_OLDEST)
 
-bench-deploy: deps collection-link  ## Benchmark: deploy wall time 3 vs 9 hosts, builds per deploy, requests lost (docs/benchmarks.md)
+bench-deploy: deps collection-link  ## Benchmark: deploy/rollback/status vs ping, batch overhead, 3 vs 12 hosts under load (docs/benchmarks.md)
 	$(BIN)/python tests/benchmarks/deploy_scale.py
 
 bench-watchdog: deps collection-link  ## Benchmark: watchdog heal times, CPU/memory per host, scenario wall time (docs/benchmarks.md)
