@@ -119,13 +119,33 @@ class ActionModule(ActionBase):
         inputs = dict((h, self._hostvar(h, '_pm2_deploy_host')) for h in hosts)
         if params['mode'] != 'status':
             check_topology(inputs, hosts)
-        run['hooks'] = hooks(v)
-        for name, path in run['hooks'].items():
+        run['hooks'] = self._checked_hooks(v)
+        self._check_source(run.get('source'))
+        run.update(
+            token=secrets.token_hex(8),
+            controller=socket.gethostname(),
+            user=os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown',
+            pid=_ansible_playbook_pid(),
+            started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+            hosts=hosts,
+            check_mode=bool(self._task.check_mode or self._play_context.check_mode),
+        )
+        run['owner'] = dict((k, run[k]) for k in ('token', 'controller', 'user', 'pid', 'started'))
+        return dict(changed=False, ansible_facts={'_pm2_deploy_run': run})
+
+    def _checked_hooks(self, v):
+        """Hook task files, each found on the controller (a missing one stops the run before any change)."""
+        found = {}
+        for name, path in hooks(v).items():
             if path and not os.path.isfile(self._hook_path(path)):
                 raise InputError('pm2_deploy_%s_tasks_file: %s not found (relative paths are taken from the playbook '
                                  'directory or the inventory directory)' % (name, path))
-            run['hooks'][name] = self._hook_path(path) if path else ''
-        source = run.get('source')
+            found[name] = self._hook_path(path) if path else ''
+        return found
+
+    @staticmethod
+    def _check_source(source):
+        """A local source directory exists (its tree hash is the release id); a local artifact has its sha256."""
         if source and source['kind'] == 'path' and source['build_host'] in ('localhost', '127.0.0.1'):
             if not os.path.isdir(source['path']):
                 raise InputError('pm2_deploy_source_path: %s is not a directory on the controller' % source['path'])
@@ -140,17 +160,6 @@ class ActionModule(ActionBase):
             if digest.hexdigest() != source['sha256']:
                 raise InputError('pm2_deploy_artifact_sha256: %s has sha256 %s, not %s; nothing was changed'
                                  % (source['artifact'], digest.hexdigest(), source['sha256']))
-        run.update(
-            token=secrets.token_hex(8),
-            controller=socket.gethostname(),
-            user=os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown',
-            pid=_ansible_playbook_pid(),
-            started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
-            hosts=hosts,
-            check_mode=bool(self._task.check_mode or self._play_context.check_mode),
-        )
-        run['owner'] = dict((k, run[k]) for k in ('token', 'controller', 'user', 'pid', 'started'))
-        return dict(changed=False, ansible_facts={'_pm2_deploy_run': run})
 
     def _hook_path(self, path):
         path = os.path.expanduser(path)

@@ -179,6 +179,39 @@ def pm2_app_argument_spec() -> Dict[str, Dict[str, Any]]:
     return spec
 
 
+def release_info_argument_spec() -> Dict[str, Dict[str, Any]]:
+    """pm2_release_info's options, which pm2_release shares (it reports the same before acting)."""
+    spec = dict(SCOPE_ARGSPEC)
+    spec.update(path={'type': 'path', 'required': True}, project={'type': 'str'}, lock_dir={'type': 'path'})
+    return spec
+
+
+def release_argument_spec() -> Dict[str, Dict[str, Any]]:
+    spec = release_info_argument_spec()
+    spec.update(
+        release={'type': 'str', 'default': ''},
+        state={'type': 'str', 'default': 'active', 'choices': ['present', 'active', 'inactive']},
+        src={'type': 'path'},
+        checksum={'type': 'str'},
+        remove_src={'type': 'bool', 'default': True},
+        owner={'type': 'str', 'default': 'root'},
+        group={'type': 'str'},
+        shared_dirs={'type': 'list', 'elements': 'str', 'default': []},
+        shared_links={'type': 'dict', 'default': {}},
+        apps={'type': 'list', 'elements': 'dict'},
+        health={'type': 'list', 'elements': 'dict', 'default': []},
+        health_attempts={'type': 'int', 'default': 3},
+        health_delay={'type': 'float', 'default': 0.5},
+        health_final={'type': 'bool', 'default': False},
+        soak={'type': 'int', 'default': 0},
+        keep={'type': 'int', 'default': 0},
+        restore={'type': 'bool', 'default': False},
+        rollback={'type': 'bool', 'default': False},
+        run={'type': 'str', 'default': ''},
+    )
+    return spec
+
+
 def pm2_info_argument_spec() -> Dict[str, Dict[str, Any]]:
     spec = dict(SCOPE_ARGSPEC)
     spec.update(name={'type': 'str'})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import grp
 import shutil
 import time
 import traceback
@@ -21,6 +20,7 @@ import traceback
 from ansible_collections.nodefleet.pm2.plugins.module_utils._health import probe_all
 from ansible_collections.nodefleet.pm2.plugins.module_utils._deploy_apps import AppsError, apply_apps, read_apps
 from ansible_collections.nodefleet.pm2.plugins.module_utils._deploy_lock import project_locks
+from ansible_collections.nodefleet.pm2.plugins.module_utils._release_unpack import free_mb, unpack_release
 from ansible_collections.nodefleet.pm2.plugins.module_utils._release import (
     HEALTHY,
     ReleaseError,
@@ -50,14 +50,6 @@ def process_cwd(pid: int) -> str:
     except OSError:
         return ''
     return path[:-len(' (deleted)')] if path.endswith(' (deleted)') else path
-
-
-def free_mb(path: str):
-    """MiB free where path is (or would be created)."""
-    while not os.path.exists(path) and path != os.path.dirname(path):
-        path = os.path.dirname(path)
-    stats = os.statvfs(path)
-    return stats.f_bavail * stats.f_frsize // (1024 * 1024)
 
 
 class ReleaseRun:
@@ -105,79 +97,10 @@ class ReleaseRun:
         self.changed = True
         if self.check_mode:
             return
-        src, checksum = self.params['src'], self.params['checksum']
-        if not src:
-            raise ReleaseError('src: release %s is not on the host and no artifact was given' % release, field='src')
         started = time.time()
-        if checksum:
-            got = self.module.digest_from_file(src, 'sha256')
-            if got != checksum.lower():
-                raise ReleaseError('checksum: the artifact on the host has sha256 %s, expected %s' % (got, checksum),
-                                   field='checksum')
-        uid, gid = self._owner()
-        partial = os.path.join(self.layout.releases_dir, '.%s.partial' % release)
-        for path in (self.layout.path, self.layout.releases_dir, self.layout.shared_dir):
-            if not os.path.isdir(path):
-                os.makedirs(path, 0o755)
-        for name in self.params['shared_dirs']:
-            shared = os.path.join(self.layout.shared_dir, name)
-            if not os.path.isdir(shared):
-                os.makedirs(shared, 0o750)
-                os.chown(shared, uid, gid)
-        if os.path.lexists(partial):
-            shutil.rmtree(partial)
-        os.makedirs(partial, 0o755)
-        try:
-            self._unpack(src, partial, uid, gid)
-            for name in self.params['shared_dirs'] + sorted(self.params['shared_links']):
-                self._replace_with_link(partial, name, self.params['shared_links'].get(name) or os.path.join('..', '..', 'shared', name))
-            os.rename(partial, self.layout.release_dir(release))
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        if self.params['remove_src']:
-            os.unlink(src)
+        unpack_release(self.module, self.layout, release)
         self.seconds['unpack'] = time.time() - started
         self.result['on_disk'] = self.layout.on_disk()
-
-    def _owner(self):
-        try:
-            account = pwd.getpwnam(self.params['owner'])
-        except KeyError:
-            raise ReleaseError('owner: no such OS user: %s' % self.params['owner'], field='owner')
-        gid = account.pw_gid
-        if self.params['group']:
-            try:
-                gid = grp.getgrnam(self.params['group']).gr_gid
-            except KeyError:
-                raise ReleaseError('group: no such group: %s' % self.params['group'], field='group')
-        return account.pw_uid, gid
-
-    def _unpack(self, src, dest, uid, gid):
-        # GNU tar refuses members that climb out of dest ('..', absolute paths are made relative).
-        tar = self.module.get_bin_path('tar', required=True)
-        rc, out, err = self.module.run_command([tar, '-xzf', src, '-C', dest, '--no-same-owner', '--no-same-permissions'])
-        if rc != 0:
-            raise ReleaseError('src: unpacking %s failed: %s' % (src, (err or out).strip()[-500:]), field='src')
-        for root, dirs, files in os.walk(dest):
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), uid, gid)
-        os.lchown(dest, uid, gid)
-
-    @staticmethod
-    def _replace_with_link(release_dir, name, target):
-        path = os.path.join(release_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-        if not os.path.isabs(target) and os.sep in name:
-            # shared/<name> seen from a nested path: climb as many levels as the path is deep.
-            target = os.path.join(*(['..'] * name.count(os.sep) + [target]))
-        os.symlink(target, path)
 
     # ------------------------------------------------------------------ state=active
     def _active(self):

@@ -285,49 +285,20 @@ failed_apps:
   returned: failure of a health check or the soak
   type: list
   elements: str
-log_tail:
-  description: On a failed apply, the failing apps' log lines (see M(nodefleet.pm2.pm2_app)).
+log_tails:
+  description: On a failed apply, each failing app's crash report lines (see M(nodefleet.pm2.pm2_app)), by app name.
   returned: failure of apply
-  type: list
-  elements: str
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import release_argument_spec
 from ansible_collections.nodefleet.pm2.plugins.module_utils._release_steps import run_release
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type='path', required=True),
-            release=dict(type='str', default=''),
-            state=dict(type='str', default='active', choices=['present', 'active', 'inactive']),
-            src=dict(type='path'),
-            checksum=dict(type='str'),
-            remove_src=dict(type='bool', default=True),
-            owner=dict(type='str', default='root'),
-            group=dict(type='str'),
-            shared_dirs=dict(type='list', elements='str', default=[]),
-            shared_links=dict(type='dict', default={}),
-            apps=dict(type='list', elements='dict'),
-            health=dict(type='list', elements='dict', default=[]),
-            health_attempts=dict(type='int', default=3),
-            health_delay=dict(type='float', default=0.5),
-            health_final=dict(type='bool', default=False),
-            soak=dict(type='int', default=0),
-            keep=dict(type='int', default=0),
-            restore=dict(type='bool', default=False),
-            rollback=dict(type='bool', default=False),
-            run=dict(type='str', default=''),
-            project=dict(type='str'),
-            lock_dir=dict(type='path'),
-            executable=dict(type='path'),
-            pm2_home=dict(type='path'),
-            user=dict(type='str'),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=release_argument_spec(), supports_check_mode=True)
     run_release(module)
 
 

@@ -104,21 +104,12 @@ apps:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodefleet.pm2.plugins.module_utils._options import release_info_argument_spec
 from ansible_collections.nodefleet.pm2.plugins.module_utils._release_steps import run_release_info
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type='path', required=True),
-            project=dict(type='str'),
-            lock_dir=dict(type='path'),
-            executable=dict(type='path'),
-            pm2_home=dict(type='path'),
-            user=dict(type='str'),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=release_info_argument_spec(), supports_check_mode=True)
     run_release_info(module)
 
 

@@ -136,6 +136,43 @@ def _runs_here(app: dict, field: str, host: str, groups: list, known: set) -> bo
     return not targets or host in targets or bool(set(targets) & set(groups))
 
 
+def _choice(app: dict, key: str, field: str, choices: tuple, default: str, what: str) -> str:
+    value = app.get(key, default)
+    if value not in choices:
+        raise InputError('%s.%s: must be %s, got %r' % (field, key, what, value))
+    return value
+
+
+def _env_and_file(app: dict, field: str) -> tuple[dict, bool | str]:
+    env = app.get('env') or {}
+    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool)) for v in env.values()):
+        raise InputError('%s.env: expected a dict of strings or numbers' % field)
+    env_file = app.get('env_file', False)
+    if not isinstance(env_file, (bool, str)):
+        raise InputError('%s.env_file: true (the file pm2_env renders) or a path, got %r' % (field, env_file))
+    if isinstance(env_file, str) and not env_file.startswith('/'):
+        raise InputError('%s.env_file: %r must be an absolute path (or true)' % (field, env_file))
+    return env, env_file
+
+
+def _pm2_options(app: dict, field: str) -> dict:
+    pm2 = app.get('pm2') or {}
+    if not isinstance(pm2, dict):
+        raise InputError('%s.pm2: expected a dict of pm2_app options' % field)
+    reserved = sorted(set(pm2) & set(RESERVED_PM2))
+    if reserved:
+        raise InputError('%s.pm2: %s is set by the deploy itself; set it on the app (or leave it out)' % (field, ', '.join(reserved)))
+    return pm2
+
+
+def _lb_keys(app: dict, field: str) -> None:
+    for key in ('lb_backend', 'lb_server'):
+        if key in app:
+            _str(app[key], '%s.%s' % (field, key))
+    if 'lb_port' in app:
+        _int(app['lb_port'], field + '.lb_port', 1, 65535)
+
+
 def _app(app, index: int, ctx: dict) -> dict:
     if not isinstance(app, dict):
         raise InputError('pm2_deploy_apps[%d]: expected a dict, got %r' % (index, app))
@@ -147,39 +184,16 @@ def _app(app, index: int, ctx: dict) -> dict:
     script = _str(app.get('script'), field + '.script')
     if script.startswith('/'):
         raise InputError('%s.script: %r must be relative to the release directory' % (field, script))
-    exec_mode = app.get('exec_mode', 'fork')
-    if exec_mode not in ('fork', 'cluster'):
-        raise InputError('%s.exec_mode: must be fork or cluster, got %r' % (field, exec_mode))
-    supervisor = app.get('supervisor', 'pm2')
-    if supervisor not in ('pm2', 'systemd'):
-        raise InputError('%s.supervisor: must be pm2 or systemd, got %r' % (field, supervisor))
-    singleton = app.get('singleton', '')
-    if singleton not in ('', 'host', 'fleet'):
-        raise InputError('%s.singleton: must be host or fleet, got %r' % (field, singleton))
-    env = app.get('env') or {}
-    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool)) for v in env.values()):
-        raise InputError('%s.env: expected a dict of strings or numbers' % field)
-    env_file = app.get('env_file', False)
-    if not isinstance(env_file, (bool, str)):
-        raise InputError('%s.env_file: true (the file pm2_env renders) or a path, got %r' % (field, env_file))
-    if isinstance(env_file, str) and not env_file.startswith('/'):
-        raise InputError('%s.env_file: %r must be an absolute path (or true)' % (field, env_file))
-    pm2 = app.get('pm2') or {}
-    if not isinstance(pm2, dict):
-        raise InputError('%s.pm2: expected a dict of pm2_app options' % field)
-    reserved = sorted(set(pm2) & set(RESERVED_PM2))
-    if reserved:
-        raise InputError('%s.pm2: %s is set by the deploy itself; set it on the app (or leave it out)' % (field, ', '.join(reserved)))
-    for key in ('lb_backend', 'lb_server'):
-        if key in app:
-            _str(app[key], '%s.%s' % (field, key))
-    if 'lb_port' in app:
-        _int(app['lb_port'], field + '.lb_port', 1, 65535)
+    env, env_file = _env_and_file(app, field)
+    _lb_keys(app, field)
     instances = ctx['instances'].get(name, app.get('instances', 1))
     where = 'pm2_deploy_instances[%s]' % name if name in ctx['instances'] else field + '.instances'
-    return dict(app, name=name, script=script, exec_mode=exec_mode, supervisor=supervisor, singleton=singleton,
+    return dict(app, name=name, script=script,
+                exec_mode=_choice(app, 'exec_mode', field, ('fork', 'cluster'), 'fork', 'fork or cluster'),
+                supervisor=_choice(app, 'supervisor', field, ('pm2', 'systemd'), 'pm2', 'pm2 or systemd'),
+                singleton=_choice(app, 'singleton', field, ('', 'host', 'fleet'), '', 'host or fleet'),
                 instances=resolve_instances(instances, where), health=_health(app, field, ctx['health']),
-                env=env, env_file=env_file, pm2=pm2, field=field)
+                env=env, env_file=env_file, pm2=_pm2_options(app, field), field=field)
 
 
 def _port_clashes(apps: list[dict]) -> None:
@@ -209,47 +223,43 @@ def pm2_item(app: dict, deploy_to: str, env_dir: str, user: str) -> dict:
     return item
 
 
-def host_inputs(host: str, hostvars: dict, groups: list, known: set) -> dict:
-    """One host's resolved deploy: apps, pm2_app items (this host's + absent for the project's others), checks."""
-    v = hostvars
+def _project_paths(v: dict) -> tuple[str, str, str]:
+    """(project, deploy_to, user), checked."""
     project = _str(v.get('pm2_deploy_project'), 'pm2_deploy_project')
     if not PROJECT_RE.match(project):
         raise InputError('pm2_deploy_project: %r must match %s' % (project, PROJECT_RE.pattern))
     deploy_to = _str(v.get('pm2_deploy_to'), 'pm2_deploy_to')
     if not deploy_to.startswith('/') or deploy_to.rstrip('/') == '':
         raise InputError('pm2_deploy_to: %r must be an absolute path below /' % deploy_to)
-    user = _str(v.get('pm2_deploy_user'), 'pm2_deploy_user')
+    return project, deploy_to.rstrip('/'), _str(v.get('pm2_deploy_user'), 'pm2_deploy_user')
+
+
+def _all_apps(v: dict) -> tuple[list[dict], list[str]]:
+    """Every app of the project, checked (whatever host it runs on), and the fleet singletons' names."""
     apps_in = v.get('pm2_deploy_apps')
     if not isinstance(apps_in, list) or not apps_in:
         raise InputError('pm2_deploy_apps: the project needs at least one app (a list of dicts)')
     instances = v.get('pm2_deploy_instances') or {}
     if not isinstance(instances, dict):
         raise InputError('pm2_deploy_instances: expected a dict app name -> instance count')
-    health = dict((k, v.get('pm2_deploy_health_' + k)) for k in ('retries', 'delay', 'timeout'))
+    health = {k: v.get('pm2_deploy_health_' + k) for k in ('retries', 'delay', 'timeout')}
     _int(health['retries'], 'pm2_deploy_health_retries', 1)
     _int(health['delay'], 'pm2_deploy_health_delay', 0)
     _int(health['timeout'], 'pm2_deploy_health_timeout', 1)
     ctx = {'instances': instances, 'health': health}
-    apps, names, fleet_singletons = [], [], []
+    apps = []
     for index, raw in enumerate(apps_in):
         app = _app(raw, index, ctx)
-        if app['name'] in names:
+        if app['name'] in [a['name'] for a in apps]:
             raise InputError('pm2_deploy_apps[%s]: the name is listed twice' % app['name'])
-        names.append(app['name'])
-        if app['singleton'] == 'fleet':
-            fleet_singletons.append(app['name'])
-        if _runs_here(app, app['field'], host, groups, known):
-            apps.append(app)
-    unknown_counts = sorted(set(instances) - set(names))
+        apps.append(app)
+    unknown_counts = sorted(set(instances) - set(a['name'] for a in apps))
     if unknown_counts:
         raise InputError('pm2_deploy_instances: %s is not an app of pm2_deploy_apps' % ', '.join(unknown_counts))
-    _port_clashes(apps)
-    env_dir = _str(v.get('pm2_deploy_env_dir'), 'pm2_deploy_env_dir')
-    here = [a['name'] for a in apps]
-    items = [pm2_item(a, deploy_to, env_dir, user) for a in apps] + [{'name': n, 'state': 'absent'} for n in names if n not in here]
-    lb_servers = [{'backend': a['lb_backend'], 'server': a.get('lb_server') or host, 'app': a['name']}
-                  for a in apps if a.get('lb_backend')]
-    keep = _int(v.get('pm2_deploy_keep_releases'), 'pm2_deploy_keep_releases', 2)
+    return apps, [a['name'] for a in apps if a['singleton'] == 'fleet']
+
+
+def _shared(v: dict) -> tuple[list, dict]:
     shared_dirs = v.get('pm2_deploy_shared_dirs') or []
     shared_links = v.get('pm2_deploy_shared_links') or {}
     if not isinstance(shared_dirs, list) or not all(isinstance(d, str) and d and not d.startswith('/') and '..' not in d.split('/')
@@ -257,14 +267,33 @@ def host_inputs(host: str, hostvars: dict, groups: list, known: set) -> dict:
         raise InputError('pm2_deploy_shared_dirs: a list of relative directory names')
     if not isinstance(shared_links, dict):
         raise InputError('pm2_deploy_shared_links: expected a dict path in the release -> target on the host')
+    return shared_dirs, shared_links
+
+
+def host_inputs(host: str, hostvars: dict, groups: list, known: set) -> dict:
+    """One host's resolved deploy: apps, pm2_app items (this host's + absent for the project's others), checks."""
+    v = hostvars
+    project, deploy_to, user = _project_paths(v)
+    every_app, fleet_singletons = _all_apps(v)
+    apps = [a for a in every_app if _runs_here(a, a['field'], host, groups, known)]
+    _port_clashes(apps)
+    env_dir = _str(v.get('pm2_deploy_env_dir'), 'pm2_deploy_env_dir')
+    here = [a['name'] for a in apps]
+    items = [pm2_item(a, deploy_to, env_dir, user) for a in apps] + [
+        {'name': a['name'], 'state': 'absent'} for a in every_app if a['name'] not in here]
+    lb_servers = [{'backend': a['lb_backend'], 'server': a.get('lb_server') or host, 'app': a['name']}
+                  for a in apps if a.get('lb_backend')]
+    shared_dirs, shared_links = _shared(v)
     return {
-        'project': project, 'to': deploy_to.rstrip('/'), 'user': user,
+        'project': project, 'to': deploy_to, 'user': user,
         'group': _str(v.get('pm2_deploy_group') or user, 'pm2_deploy_group'),
         'scope': {'user': user, 'pm2_home': v.get('pm2_deploy_pm2_home') or None,
                   'executable': v.get('pm2_deploy_pm2_executable') or None},
-        'apps': [dict((k, a[k]) for k in a if k != 'field') for a in apps], 'items': items,
+        'apps': [{k: a[k] for k in a if k != 'field'} for a in apps], 'items': items,
         'health': [a['health'] for a in apps], 'lb_servers': lb_servers,
-        'lock_apps': here, 'fleet_singletons': fleet_singletons, 'keep': keep, 'shared_dirs': shared_dirs, 'shared_links': shared_links,
+        'lock_apps': here, 'fleet_singletons': fleet_singletons,
+        'keep': _int(v.get('pm2_deploy_keep_releases'), 'pm2_deploy_keep_releases', 2),
+        'shared_dirs': shared_dirs, 'shared_links': shared_links,
         'min_free_mb': _int(v.get('pm2_deploy_min_free_mb', 0), 'pm2_deploy_min_free_mb', 0),
     }
 

@@ -147,6 +147,77 @@ def lock_owner_text(app: str, lock: dict, lock_dir: str, project: str) -> str:
         lock_dir, project, app)
 
 
+def _dead_tokens(run: dict, hosts: list[str], results: dict, alive) -> set:
+    """Tokens of locks this controller took in an ansible-playbook that no longer runs."""
+    dead = set()
+    for host in hosts:
+        for lock in (results[host].get('locks') or {}).values():
+            if lock.get('token') == run['token']:
+                continue
+            if lock.get('controller') == run['controller'] and lock.get('pid') and not alive(int(lock['pid'])):
+                dead.add(lock.get('token'))
+    return set(t for t in dead if t)
+
+
+def _sort_locks(run: dict, result: dict, dead: set) -> tuple[dict, dict]:
+    """(stale, held): the host's locks of other runs, split by whether their run is gone (or too old)."""
+    stale, held = {}, {}
+    for app, lock in (result.get('locks') or {}).items():
+        if lock.get('token') == run['token']:
+            continue
+        expired = result.get('now', 0) - lock.get('time', 0) > run['lock_ttl']
+        if lock.get('unreadable') or expired or lock.get('token') in dead:
+            stale[app] = lock
+        else:
+            held[app] = lock
+    return stale, held
+
+
+def _half_done(result: dict, stale: dict) -> list[str]:
+    """What an earlier, interrupted run left on the host (empty when nothing)."""
+    half = []
+    if stale:
+        half.append('deploy locks left by a run that is gone (%s)' % ', '.join(sorted(stale)))
+    if result.get('current_outcome') == 'failed':
+        half.append('current points at %s, which failed' % result.get('current'))
+    if result.get('leftovers'):
+        half.append('half-unpacked releases %s' % ', '.join(result['leftovers']))
+    if result.get('off_current'):
+        half.append('processes not on current (%s): %s' % (result.get('current'), '; '.join(
+            '%s runs %s' % (app, ', '.join(where)) for app, where in sorted(result['off_current'].items()))))
+    return half
+
+
+def _host_decision(run: dict, result: dict, host_in: dict, stale: dict, half: list[str]) -> dict:
+    """One host's part of the decision: what it ships, whether it rolls, what it drains and puts back."""
+    actions = {a['name']: a.get('action') or '+'.join(a.get('actions') or []) or 'none' for a in result.get('apps') or []}
+    changed_apps = sorted(n for n, act in actions.items() if act != 'none')
+    roll = bool(result.get('switched')) or bool(changed_apps) or bool(stale) or result.get('current_outcome') == 'failed'
+    servers = [{'backend': s['backend'], 'server': s['server']} for s in host_in['lb_servers']]
+    drain = [server for server, s in zip(servers, host_in['lb_servers']) if s['app'] in changed_apps]
+    return {'from': result.get('previous', ''), 'to': result.get('release', ''), 'actions': actions,
+            'changed_apps': changed_apps, 'ship': run['mode'] == 'deploy' and not result.get('present', True),
+            'roll': roll,
+            # A host an earlier run left half-done may still be drained: put all of it back.
+            'drain': drain, 'enable': servers if half else drain,
+            'rollback_reason': result.get('rollback_reason', '') if run['mode'] == 'rollback' else ''}
+
+
+def _refuse(run: dict, hosts: list[str], decision: dict, problems: list[str]) -> None:
+    """InputError when held locks, too little disk or disagreeing rollback targets stop the run."""
+    if decision['held']:
+        raise InputError('another deploy holds the lock, nothing was changed: %s. Locks expire after %s s; remove a lock file only if '
+                         'that deploy is gone.' % (' | '.join('%s: %s' % (h, '; '.join(t)) for h, t in sorted(decision['held'].items())),
+                                                   run['lock_ttl']))
+    if problems:
+        raise InputError('not enough disk, nothing was changed: ' + ' | '.join(problems))
+    if run['mode'] == 'rollback' and not run.get('rollback_to'):
+        targets = {h: decision['hosts'][h]['to'] for h in hosts}
+        if len(set(targets.values())) > 1:
+            raise InputError('the hosts do not agree on the release to roll back to (%s); name one with '
+                             '-e pm2_deploy_rollback_to=<release id>' % ', '.join('%s -> %s' % (h, targets[h]) for h in hosts))
+
+
 def decide(run: dict, hosts: list[str], results: dict, inputs: dict, alive) -> dict:
     """Which hosts ship, roll or stay, from each host's plan result (pm2_release in check mode).
 
@@ -156,74 +227,27 @@ def decide(run: dict, hosts: list[str], results: dict, inputs: dict, alive) -> d
                 if not results.get(h) or results[h].get('failed') or results[h].get('unreachable')]
     if problems:
         raise InputError('unreachable or failed hosts, nothing was changed: ' + ' | '.join(problems))
-    decision = {'ship': [], 'roll': [], 'noop': [], 'half_done': {}, 'held': {}, 'dead_tokens': [], 'hosts': {}}
-    dead = set()
-    for host in hosts:
-        for app, lock in (results[host].get('locks') or {}).items():
-            if lock.get('token') == run['token']:
-                continue
-            if lock.get('controller') == run['controller'] and lock.get('pid') and not alive(int(lock['pid'])):
-                dead.add(lock.get('token'))
-    decision['dead_tokens'] = sorted(t for t in dead if t)
-    targets = {}
+    dead = _dead_tokens(run, hosts, results, alive)
+    decision = {'ship': [], 'roll': [], 'noop': [], 'half_done': {}, 'held': {}, 'dead_tokens': sorted(dead), 'hosts': {}}
     for host in hosts:
         result, host_in = results[host], inputs[host]
-        stale, held = {}, {}
-        for app, lock in (result.get('locks') or {}).items():
-            if lock.get('token') == run['token']:
-                continue
-            expired = result.get('now', 0) - lock.get('time', 0) > run['lock_ttl']
-            if lock.get('unreadable') or expired or lock.get('token') in dead:
-                stale[app] = lock
-            else:
-                held[app] = lock
+        stale, held = _sort_locks(run, result, dead)
         if held:
             decision['held'][host] = [lock_owner_text(a, l, run['lock_dir'], host_in['project']) for a, l in sorted(held.items())]
-        target = result.get('release', '')
-        targets[host] = target
-        actions = dict((a['name'], a.get('action') or '+'.join(a.get('actions') or []) or 'none') for a in result.get('apps') or [])
-        changed_apps = sorted(n for n, act in actions.items() if act != 'none')
-        half = []
-        if stale:
-            half.append('deploy locks left by a run that is gone (%s)' % ', '.join(sorted(stale)))
-        if result.get('current_outcome') == 'failed':
-            half.append('current points at %s, which failed' % result.get('current'))
-        if result.get('leftovers'):
-            half.append('half-unpacked releases %s' % ', '.join(result['leftovers']))
-        if result.get('off_current'):
-            half.append('processes not on current (%s): %s' % (result.get('current'), '; '.join(
-                '%s runs %s' % (app, ', '.join(where)) for app, where in sorted(result['off_current'].items()))))
+        half = _half_done(result, stale)
         if half:
             decision['half_done'][host] = '; '.join(half)
-        ship = run['mode'] == 'deploy' and not result.get('present', True)
-        roll = bool(result.get('switched')) or bool(changed_apps) or bool(stale) or result.get('current_outcome') == 'failed'
-        if ship and result.get('free_mb') is not None and result['free_mb'] < host_in['min_free_mb']:
+        one = decision['hosts'][host] = _host_decision(run, result, host_in, stale, half)
+        if one['ship'] and result.get('free_mb') is not None and result['free_mb'] < host_in['min_free_mb']:
             problems.append('%s: %s MiB free for %s, pm2_deploy_min_free_mb is %s'
                             % (host, result['free_mb'], host_in['to'], host_in['min_free_mb']))
-        servers = [{'backend': s['backend'], 'server': s['server']} for s in host_in['lb_servers']]
-        drain = [server for server, s in zip(servers, host_in['lb_servers']) if s['app'] in changed_apps]
-        decision['hosts'][host] = {'from': result.get('previous', ''), 'to': target, 'actions': actions,
-                                   'changed_apps': changed_apps, 'ship': ship, 'roll': roll,
-                                   # A host an earlier run left half-done may still be drained: put all of it back.
-                                   'drain': drain, 'enable': servers if half else drain,
-                                   'rollback_reason': result.get('rollback_reason', '') if run['mode'] == 'rollback' else ''}
-        (decision['roll'] if roll else decision['noop']).append(host)
-        if ship:
+        (decision['roll'] if one['roll'] else decision['noop']).append(host)
+        if one['ship']:
             decision['ship'].append(host)
-    if decision['held']:
-        raise InputError('another deploy holds the lock, nothing was changed: %s. Locks expire after %s s; remove a lock file only if '
-                         'that deploy is gone.' % (' | '.join('%s: %s' % (h, '; '.join(t)) for h, t in sorted(decision['held'].items())),
-                                                   run['lock_ttl']))
-    if problems:
-        raise InputError('not enough disk, nothing was changed: ' + ' | '.join(problems))
-    if run['mode'] == 'rollback' and not run.get('rollback_to'):
-        chosen = sorted(set(targets[h] for h in decision['roll'] + decision['noop']))
-        if len(chosen) > 1:
-            raise InputError('the hosts do not agree on the release to roll back to (%s); name one with '
-                             '-e pm2_deploy_rollback_to=<release id>' % ', '.join('%s -> %s' % (h, targets[h]) for h in hosts))
+    _refuse(run, hosts, decision, problems)
     decision['lock'] = sorted(set(decision['ship']) | set(decision['roll']), key=hosts.index)
     if run.get('check_mode'):
         # What a real run would do is reported; no later step runs anywhere.
-        decision['would'] = dict((k, decision[k]) for k in ('ship', 'roll', 'lock'))
+        decision['would'] = {k: decision[k] for k in ('ship', 'roll', 'lock')}
         decision.update(ship=[], roll=[], lock=[])
     return decision

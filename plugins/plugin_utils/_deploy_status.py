@@ -22,33 +22,30 @@ def _releases_of(app: dict) -> list[str]:
     return [os.path.basename(path.rstrip('/'))] if path else []
 
 
+def _row(host: str, name: str, app: dict, desired: int, current: str, locks: dict) -> dict:
+    procs = app.get('instances') or []
+    statuses = sorted(set(p['status'] for p in procs))
+    releases = _releases_of(app)
+    return {
+        'host': host, 'app': name, 'supervisor': app.get('supervisor', '-'),
+        'online': app.get('instances_online', 0), 'desired': desired,
+        'status': ','.join(statuses) if statuses else 'absent',
+        'memory_mb': round(sum(p.get('memory') or 0 for p in procs) / 1048576.0, 1),
+        'restarts': sum(p.get('restarts') or 0 for p in procs),
+        # Restarts PM2 did on its own (crashes, memory limit), not the reloads of deploys.
+        'crash_restarts': sum(p.get('crash_restarts', p.get('unstable_restarts', 0)) or 0 for p in procs),
+        'release': ','.join(releases) or '-', 'current': current or '-',
+        'mismatch': bool(current and any(r != current for r in releases)),
+        'locked': name in locks,
+    }
+
+
 def status_rows(host: str, inputs: dict, info: dict) -> list[dict]:
     """Apps of the project on this host: the ones it should run and the ones running anyway."""
-    desired = dict((a['name'], a['instances']) for a in inputs['apps'])
-    project = [item['name'] for item in inputs['items']]
+    desired = {a['name']: a['instances'] for a in inputs['apps']}
     running = info.get('apps') or {}
-    current = info.get('current') or ''
-    rows = []
-    for name in project:
-        if name not in desired and name not in running:
-            continue
-        app = running.get(name) or {}
-        procs = app.get('instances') or []
-        statuses = sorted(set(p['status'] for p in procs))
-        releases = _releases_of(app)
-        rows.append({
-            'host': host, 'app': name, 'supervisor': app.get('supervisor', '-'),
-            'online': app.get('instances_online', 0), 'desired': desired.get(name, 0),
-            'status': ','.join(statuses) if statuses else 'absent',
-            'memory_mb': round(sum(p.get('memory') or 0 for p in procs) / 1048576.0, 1),
-            'restarts': sum(p.get('restarts') or 0 for p in procs),
-            # Restarts PM2 did on its own (crashes, memory limit), not the reloads of deploys.
-            'crash_restarts': sum(p.get('crash_restarts', p.get('unstable_restarts', 0)) or 0 for p in procs),
-            'release': ','.join(releases) or '-', 'current': current or '-',
-            'mismatch': bool(current and any(r != current for r in releases)),
-            'locked': name in (info.get('locks') or {}),
-        })
-    return rows
+    return [_row(host, name, running.get(name) or {}, desired.get(name, 0), info.get('current') or '', info.get('locks') or {})
+            for name in (item['name'] for item in inputs['items']) if name in desired or name in running]
 
 
 def status_table(rows: list[dict]) -> list[str]:

@@ -81,6 +81,30 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ['  '.join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 
 
+def _host_notes(r: dict) -> list[str]:
+    """The lines under the table for one host: what was found, why, what failed, what was put back, log tails."""
+    notes = []
+    for key, text in (('half_done', 'found half-done: %s'), ('reason', 'why this release: %s'),
+                      ('restored', 'put back: %s'), ('restore_error', 'could not be put back (still drained at the LB): %s')):
+        if r.get(key):
+            notes.append(text % r[key])
+        if key == 'reason' and r.get('failed_step'):
+            notes.append('failed step: %s: %s' % (r['failed_step'], r.get('error', '')))
+    lines = ['  %s: %s' % (r['host'], n) for n in notes]
+    for app, tail in sorted((r.get('log_tail') or {}).items()):
+        lines.append('  %s: log tail of %s:' % (r['host'], app))
+        lines.extend('    ' + line for line in tail)
+    return lines
+
+
+def _batch_line(b: dict) -> str:
+    share = ''
+    if b.get('work') is not None:
+        overhead = round(100 * (b['wall'] - b['work']) / b['wall']) if b['wall'] else 0
+        share = ', real work %.1f s, overhead %d%%' % (b['work'], overhead)
+    return 'batch %s (%s): %.1f s%s' % (b['number'], ', '.join(b['hosts']), b['wall'], share)
+
+
 def summary_lines(report: dict) -> list[str]:
     hosts = report['hosts']
     counts = {}
@@ -89,33 +113,11 @@ def summary_lines(report: dict) -> list[str]:
     checking = ' (check mode: nothing was changed)' if report['check_mode'] else ''
     release = ' of release %s' % report['release'] if report['release'] else ''
     outcomes = ', '.join('%d %s' % (n, o.replace('_', ' ')) for o, n in sorted(counts.items()))
-    head = 'pm2_deploy %s%s%s: %s' % (report['mode'], checking, release, outcomes)
     rows = [['host', 'from -> to', 'outcome', 'batch', 'seconds', 'apps']]
     for r in hosts:
         rows.append([r['host'], '%s -> %s' % (_short(r['from']), _short(r['to'])), r['outcome'].replace('_', ' '),
                      str(r['batch'] or '-'), '%.1f' % r['seconds'] if r['seconds'] is not None else '-', _apps_text(r['actions'])])
-    lines = [head] + _table(rows)
+    lines = ['pm2_deploy %s%s%s: %s' % (report['mode'], checking, release, outcomes)] + _table(rows)
     for r in hosts:
-        notes = []
-        if r.get('half_done'):
-            notes.append('found half-done: %s' % r['half_done'])
-        if r.get('reason'):
-            notes.append('why this release: %s' % r['reason'])
-        if r.get('failed_step'):
-            notes.append('failed step: %s: %s' % (r['failed_step'], r.get('error', '')))
-        if r.get('restored'):
-            notes.append('put back: %s' % r['restored'])
-        if r.get('restore_error'):
-            notes.append('could not be put back (still drained at the LB): %s' % r['restore_error'])
-        for app, tail in sorted((r.get('log_tail') or {}).items()):
-            notes.append('log tail of %s:' % app)
-            notes.extend('    ' + line for line in tail)
-        lines.extend('  %s: %s' % (r['host'], n) if not n.startswith('    ') else n for n in notes)
-    for b in report['batches']:
-        work = b.get('work')
-        share = ''
-        if work is not None:
-            overhead = round(100 * (b['wall'] - work) / b['wall']) if b['wall'] else 0
-            share = ', real work %.1f s, overhead %d%%' % (work, overhead)
-        lines.append('batch %s (%s): %.1f s%s' % (b['number'], ', '.join(b['hosts']), b['wall'], share))
-    return lines
+        lines.extend(_host_notes(r))
+    return lines + [_batch_line(b) for b in report['batches']]
