@@ -27,7 +27,7 @@ description:
   - O(state=inactive) leaves no active release. The listed apps are stopped (still listed, with their logs; an app
     PM2 keeps restarting after the stop is deleted, RV(deleted)) and C(current) is removed. A first deploy that
     fails ends so.
-  - O(state=active) compares the directory every live process of the apps runs in with the release: when C(current)
+  - O(state=active) compares the directory every live process of the apps runs in with the release. When C(current)
     stays, an app with a process elsewhere is reloaded (RV(off_current)), so a reload cut short converges.
   - In check mode nothing changes and the result says what would happen, RV(switched), per-app actions in RV(apps)
     (planned against the target release), RV(present), RV(locks) held on the host.

@@ -729,7 +729,7 @@ def test_log_paths_render_to_the_deploy_directory():
 
 def test_a_log_file_of_two_apps_is_rotated_once():
     plan = mapping.plan_import({'apps': [{'name': 'a', 'script': 'a.js', 'out_file': 'logs/all.log', 'error_file': 'logs/all.log'},
-                                     {'name': 'b', 'script': 'b.js', 'out_file': 'logs/all.log', 'error_file': 'logs/all.log'}]})
+                                         {'name': 'b', 'script': 'b.js', 'out_file': 'logs/all.log', 'error_file': 'logs/all.log'}]})
     assert [entry['name'] for entry in plan['logrotate']] == ['a']
     assert 'b: log file %s/shared/logs/all.log is also the log of a: rotated with that app' % logs.DEPLOY_TO in plan['notes']
 
