@@ -35,6 +35,7 @@ author:
   - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
   - nodefleet.pm2._pm2
+  - nodefleet.pm2._release
   - nodefleet.pm2._attributes
 attributes:
   check_mode:
@@ -44,10 +45,6 @@ attributes:
     details:
       - The switch of C(current); per-app changes are in RV(apps).
 options:
-  path:
-    description: The project's base directory on the host.
-    type: path
-    required: true
   release:
     description:
       - Release id, the directory name under C(releases/). Letters, digits, C(.), C(_), C(-); not starting with C(.).
@@ -133,12 +130,6 @@ options:
     description: Id of the deploy run, recorded in the history.
     type: str
     default: ''
-  project:
-    description: Project name, to report its deploy locks (with O(lock_dir)).
-    type: str
-  lock_dir:
-    description: Directory of the deploy locks (see M(nodefleet.pm2.pm2_deploy_lock)).
-    type: path
 seealso:
   - module: nodefleet.pm2.pm2_app
   - module: nodefleet.pm2.pm2_release_info

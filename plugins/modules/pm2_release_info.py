@@ -18,23 +18,13 @@ author:
   - nodefleet.pm2 contributors (@nodefleet)
 extends_documentation_fragment:
   - nodefleet.pm2._pm2
+  - nodefleet.pm2._release
   - nodefleet.pm2._attributes
   - nodefleet.pm2._attributes.info_module
   - nodefleet.pm2._attributes.idempotent
 attributes:
   idempotent:
     support: full
-options:
-  path:
-    description: The project's base directory on the host.
-    type: path
-    required: true
-  project:
-    description: Project name, to report its deploy locks (with O(lock_dir)).
-    type: str
-  lock_dir:
-    description: Directory of the deploy locks.
-    type: path
 seealso:
   - module: nodefleet.pm2.pm2_release
   - module: nodefleet.pm2.pm2_info
