@@ -356,10 +356,11 @@ def run_release(module) -> None:
     try:
         result = step.run()
     except (ReleaseError, AppsError) as exc:
-        details = dict(getattr(exc, 'details', {}))
-        details.setdefault('step', module.params['state'])
-        module.fail_json(msg=str(exc), changed=step.changed, seconds=step.seconds,
-                         **dict(step.result, **details))
+        failure = dict(step.result, step=module.params['state'])
+        failure.update(getattr(exc, 'details', {}))
+        # The apps backend's own 'changed' counts: a failed apply may have changed the host.
+        failure.update(msg=str(exc), changed=step.changed or bool(failure.get('changed')), seconds=step.seconds)
+        module.fail_json(**failure)
     except OSError as exc:
         module.fail_json(msg='%s: %s' % (module.params['path'], exc), exception=traceback.format_exc())
     module.exit_json(**result)

@@ -42,6 +42,7 @@ class Backend:
         self.status = 'online'
         self.listed = True
         self.restart_on_stop = False
+        self.fail_check = False
         monkeypatch.setattr(steps, 'STOP_CHECK_DELAY', 0)
         monkeypatch.setattr(steps, 'apply_apps', self.apply)
         monkeypatch.setattr(steps, 'read_apps', self.read)
@@ -50,7 +51,10 @@ class Backend:
     def apply(self, module, scope, items, check_mode):
         self.calls.append(('apply', check_mode, items))
         if self.fail and not check_mode:
-            raise AppsError(self.fail, app='api', log_tails={'api': ['boom']})
+            raise AppsError(self.fail, app='api', log_tails={'api': ['boom']}, changed=True)
+        if self.fail and check_mode and self.fail_check:
+            # pm2_app's failure result: what it knew so far, 'changed' among it.
+            raise AppsError(self.fail, field='apps[0].env_file', app='api', changed=False)
         if not check_mode and items[0].get('state') == 'stopped':
             self.status = 'stopped'
         if not check_mode and items[0].get('state') == 'absent':
@@ -282,8 +286,22 @@ def test_module_edge_fails_with_the_details(tmp_path, monkeypatch, fake_module, 
     with pytest.raises(module_exit) as done:
         steps.run_release(fake_module(params(tmp_path)))
     assert done.value.failed and done.value.result['step'] == 'apply' and done.value.result['log_tails'] == {'api': ['boom']}
+    assert done.value.result['changed'] is True  # the failed apply may have changed the host
     (tmp_path / 'locks').mkdir()
     (tmp_path / 'locks' / 'x.api.lock').write_text(json.dumps({'token': 't', 'time': 1}))
     with pytest.raises(module_exit) as done:
         steps.run_release_info(fake_module(params(tmp_path, project='x', lock_dir=str(tmp_path / 'locks'))))
     assert not done.value.failed and done.value.result['locks']['api']['token'] == 't' and 'api' in done.value.result['apps']
+
+
+def test_a_plan_refused_by_pm2_app_fails_naming_the_app(tmp_path, monkeypatch, fake_module, module_exit):
+    # An env file missing on the host: pm2_app refuses in check mode, with its own 'changed' in the details.
+    backend = Backend(monkeypatch, fail='apps[0].env_file: /etc/x.env does not exist')
+    backend.fail_check = True
+    releases(tmp_path, 'r1', 'r2')
+    ReleaseLayout(str(tmp_path)).switch('r1')
+    with pytest.raises(module_exit) as done:
+        steps.run_release(fake_module(params(tmp_path, release='r2'), check_mode=True))
+    assert done.value.failed and done.value.result['changed'] is False
+    assert done.value.result['msg'] == 'apps[api].env_file: /etc/x.env does not exist'
+    assert done.value.result['field'] == 'apps[api].env_file'
