@@ -196,8 +196,8 @@ class ReleaseRun:
         self._require_user()
         missing = [a for a in apps if a.get('env_file') and a.get('state') != 'absent' and not os.path.isfile(a['env_file'])]
         if missing:
-            raise ReleaseError('apps[%s].env_file: %s does not exist or is not a file' % (missing[0]['name'], missing[0]['env_file']),
-                               field='env_file')
+            raise ReleaseError('app %s: env_file: %s does not exist or is not a file' % (missing[0]['name'], missing[0]['env_file']),
+                               field='env_file', app=missing[0]['name'])
         return dict(apps=[dict(name=a['name'], action='none' if a.get('state') == 'absent' else 'start',
                                actions=[] if a.get('state') == 'absent' else ['start'], reasons=['first deploy'],
                                supervisor=a.get('supervisor', 'pm2'), state=a.get('state', 'started')) for a in apps])
