@@ -150,12 +150,17 @@ def outside(dirs: dict, release_dir: str) -> dict:
 
 
 def releases_to_prune(on_disk: list[str], history: list[dict], current: str, keep: int) -> list[str]:
-    """Release directories beyond the newest ``keep`` activated ones; never current nor the rollback target."""
-    kept, order = set(), []
+    """Release directories beyond the newest ``keep`` ones, healthy releases counted first; never current nor the
+    rollback target. A release that failed makes room before one that ran healthy, so a string of bad releases
+    never prunes the last good one (the target of the next rollback once the current release fails too)."""
+    order = []
     for record in reversed(history):
         if record['release'] not in order:
             order.append(record['release'])
-    kept.update(r for r in order[:keep])
+    latest = last_outcomes(history)
+    healthy = [r for r in order if latest[r]['outcome'] in HEALTHY]
+    failed = [r for r in order if r not in healthy]
+    kept = set(healthy[:keep]) | set(failed[:max(0, keep - len(healthy))])
     kept.add(current)
     kept.add(rollback_target(history, current, on_disk)[0])
     # Releases never activated (shipped by a run that stopped before its batch) are the newest of all: keep them.

@@ -75,8 +75,16 @@ def test_recorded_apps_are_those_of_the_newest_healthy_activation():
 def test_prune_keeps_current_rollback_target_and_unactivated_releases():
     h = history(('A', 'activated'), ('B', 'activated'), ('C', 'activated'), ('D', 'failed'), ('C', 'restored'))
     doomed = releases_to_prune(['A', 'B', 'C', 'D', 'E'], h, 'C', keep=2)
-    # keep: newest 2 (C, D), current C, rollback target B, E (shipped, never activated)
-    assert doomed == ['A']
+    # keep: the newest 2 healthy (C, B), current C, rollback target B, E (shipped, never activated); D failed
+    assert doomed == ['A', 'D']
+
+
+def test_prune_never_trades_the_last_good_release_for_failed_ones():
+    # v1 good, v2 good, three bad releases rolled back to v2, a fourth just activated (its soak still to come).
+    h = history(('v1', 'activated'), ('v2', 'activated'), ('b1', 'failed'), ('v2', 'restored'), ('b2', 'failed'),
+                ('v2', 'restored'), ('b3', 'activated'))
+    doomed = releases_to_prune(['v1', 'v2', 'b1', 'b2', 'b3'], h, 'b3', keep=3)
+    assert doomed == ['b1', 'b2']  # b3 (current), v2 (rollback target) and v1 stay for the rollback after b3 fails
 
 
 @pytest.mark.parametrize('bad', ['', '.hidden', 'a/b', '..', 'x' * 129, 'a b'])
