@@ -19,6 +19,9 @@ CORE_VERSIONS := 2.16.19 2.17.14 2.18.19
 CORE_OLDEST   := 2.16.19
 CORE_PINNED   := $(shell sed -n 's/^ansible-core==//p' tests/requirements.txt)
 OLDEST_SCENARIOS ?= pm2_app
+OLDEST_JOBS = $(addsuffix @$(CORE_VENVS)/ansible-core-$(CORE_OLDEST)/bin,$(OLDEST_SCENARIOS))
+# Scenarios at once: each waits on its hosts about half the time, so two fill the CI machine's 2 cores.
+MOLECULE_JOBS ?= 2
 # One venv per release, outside the checkout: every checkout and run on this machine reuses it.
 CORE_VENVS    ?= $(HOME)/.cache/nodefleet/venvs
 # Molecule and testinfra (their pins) go into the oldest release's venv only; ansible-compat excludes 2.17.
@@ -33,7 +36,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
 .PHONY: bench-deploy bench-noop bench-watchdog help deps venv debian-deps collection-link lint prometheus-rules sanity units compat fleet-tests molecule \
-        molecule-oldest test demo demo-down demo-test guides-test
+        molecule-oldest molecule-all test demo demo-down demo-test guides-test
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -114,16 +117,17 @@ fleet-tests: deps  ## the fleet tool itself (bad input, isolation, power, teardo
 	rc=0; $(BIN)/pytest -p no:cacheprovider tests/fleet || rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "fleet-tests: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-molecule: deps  ## every Molecule scenario (or SCENARIOS="a b")
-	@for s in $(SCENARIOS); do echo "=== molecule scenario $$s"; t0=$$(date +%s); $(BIN)/molecule test -s $$s || exit 1; \
-	  echo "=== molecule scenario $$s took $$(( $$(date +%s) - t0 )) s"; done
+molecule: deps  ## every Molecule scenario (or SCENARIOS="a b"), MOLECULE_JOBS at once (tests/tools/molecule_lanes.py)
+	$(BIN)/python tests/tools/molecule_lanes.py --jobs $(MOLECULE_JOBS) $(SCENARIOS)
 
 molecule-oldest: deps core-venv-$(CORE_OLDEST)  ## the OLDEST_SCENARIOS with ansible-core CORE_OLDEST
-	@export PATH=$(CORE_VENVS)/ansible-core-$(CORE_OLDEST)/bin:$$PATH; ansible --version | head -1; \
-	  for s in $(OLDEST_SCENARIOS); do echo "=== molecule scenario $$s on ansible-core $(CORE_OLDEST)"; molecule test -s $$s || exit 1; done
+	$(BIN)/python tests/tools/molecule_lanes.py --jobs $(MOLECULE_JOBS) $(OLDEST_JOBS)
+
+molecule-all: deps core-venv-$(CORE_OLDEST)  ## molecule and molecule-oldest in the same lanes (what make test runs)
+	$(BIN)/python tests/tools/molecule_lanes.py --jobs $(MOLECULE_JOBS) $(SCENARIOS) $(OLDEST_JOBS)
 
 # In this order; `make test` prints the wall time of each (docs/ci.md keeps the figures and the budget).
-TEST_SUITES := lint prometheus-rules sanity units compat fleet-tests molecule molecule-oldest build-test demo-test guides-test
+TEST_SUITES := lint prometheus-rules sanity units compat fleet-tests molecule-all build-test demo-test guides-test
 
 test: deps  ## Everything CI runs: the TEST_SUITES in order, each timed
 	@times=""; t_all=$$(date +%s); for suite in $(TEST_SUITES); do t0=$$(date +%s); \

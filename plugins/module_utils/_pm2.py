@@ -222,6 +222,10 @@ def ecosystem_app(spec: Dict[str, Any], env_digest_value: Optional[str] = None, 
 
 # --------------------------------------------------------------------------- CLI runner
 
+# PM2 colours its errors even without a terminal; messages carry the words only.
+ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
+
+
 class Pm2Runner:
     """Runs the pm2 CLI as the target user with a minimal, clean environment. Argument lists only."""
 
@@ -275,13 +279,33 @@ class Pm2Runner:
     def run(self, *args: str) -> str:
         if not self.pm2:
             raise SpecError('executable', 'pm2 not found in PATH, /usr/local/bin or /usr/bin; set executable')
+        if args[:1] == ('reload',):
+            self.clear_stale_reload_lock()
         self.calls += 1
         cwd = self.home if os.path.isdir(self.home) else '/'
         rc, out, err = self.module.run_command(self.prefix + [self.pm2] + list(args), cwd=cwd)
         if rc != 0:
-            raise Pm2Error('pm2 %s failed (rc=%s): %s' % (' '.join(args[:2]), rc, (err or out).strip()[-2000:]),
+            reason = ANSI_ESCAPE.sub('', err or out).strip()[-2000:]
+            raise Pm2Error('pm2 %s failed (rc=%s): %s' % (' '.join(args[:2]), rc, reason),
                            rc=rc, stdout=out[-2000:], stderr=err[-2000:])
         return out
+
+    def clear_stale_reload_lock(self) -> bool:
+        """PM2 refuses every reload for 30 s after one that did not finish: reload.lock keeps its start time (ms)
+        until PM2 blanks it at the end. A lock older than the running daemon was left by a reload that died with the
+        previous daemon (power cut, kill -9); blank it as PM2 would have. True when it did."""
+        lock = os.path.join(self.pm2_home, 'reload.lock')
+        try:
+            with open(lock) as handle:
+                taken_ms = int(handle.read().strip() or 0)
+            daemon_started = os.stat(os.path.join(self.pm2_home, 'pm2.pid')).st_mtime
+        except (OSError, ValueError):
+            return False
+        if not taken_ms or taken_ms / 1000.0 >= daemon_started or not self.daemon_running():
+            return False
+        with open(lock, 'w'):
+            pass
+        return True
 
     def daemon_running(self) -> bool:
         try:

@@ -141,6 +141,41 @@ def test_runner_nonzero_rc_raises(fake_module):
     assert 'not found' in str(exc.value)
 
 
+def test_runner_error_has_no_colour_codes(fake_module):
+    runner = Pm2Runner(fake_module(outputs=[(1, '', '\x1b[31m[PM2][ERROR] \x1b[39mReload already in progress')]))
+    with pytest.raises(Pm2Error) as exc:
+        runner.run('restart', 'api')
+    assert str(exc.value) == 'pm2 restart api failed (rc=1): [PM2][ERROR] Reload already in progress'
+
+
+def _reload_lock(tmp_path, taken_ms, daemon_started):
+    (tmp_path / 'reload.lock').write_text(str(taken_ms))
+    pid_file = tmp_path / 'pm2.pid'
+    pid_file.write_text(str(os.getpid()))  # a live process stands for the daemon
+    os.utime(pid_file, (daemon_started, daemon_started))
+
+
+def test_reload_clears_a_lock_left_by_an_earlier_daemon(fake_module, tmp_path):
+    # A power cut in the middle of a reload: the lock predates the daemon that runs now; PM2 would refuse for 30 s.
+    _reload_lock(tmp_path, taken_ms=1000000000000, daemon_started=1000000005)
+    module = fake_module()
+    Pm2Runner(module, pm2_home=str(tmp_path)).run('reload', 'api')
+    assert (tmp_path / 'reload.lock').read_text() == ''
+    assert module.calls[0][-2:] == ['reload', 'api']
+
+
+def test_reload_keeps_a_lock_of_the_running_daemon(fake_module, tmp_path):
+    # A reload running now (lock taken after the daemon started) is not ours to break.
+    _reload_lock(tmp_path, taken_ms=1000000010000, daemon_started=1000000005)
+    runner = Pm2Runner(fake_module(), pm2_home=str(tmp_path))
+    assert runner.clear_stale_reload_lock() is False
+    assert (tmp_path / 'reload.lock').read_text() == '1000000010000'
+    (tmp_path / 'reload.lock').write_text('')  # blanked by PM2 at the end of a reload
+    assert runner.clear_stale_reload_lock() is False
+    (tmp_path / 'pm2.pid').unlink()  # no daemon: nothing to compare with
+    assert runner.clear_stale_reload_lock() is False
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root')
 def test_runner_switches_user_as_root(fake_module):
     other = [p for p in pwd.getpwall() if p.pw_uid != 0][0]

@@ -1,0 +1,135 @@
+# Copyright: Contributors to the nodefleet.pm2 project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run Molecule scenarios in a few lanes at once (make molecule, make test).
+
+    python tests/tools/molecule_lanes.py --jobs 2 SCENARIO ... [SCENARIO@ANSIBLE_CORE_BIN_DIR ...]
+
+Why lanes: a scenario spends about half its wall time waiting (SSH round trips, apps booting, health checks,
+soak windows); on the 2-core CI machine a second scenario fills that time. Each scenario has its own fleet
+(named after it) and its own Molecule ephemeral directory, so lanes share nothing but the CPU.
+
+``SCENARIO@DIR`` runs the scenario with the ansible-core of DIR (a venv's bin directory, first on PATH); its fleet
+name gets the prefix ``o`` and its ephemeral directory is its own, so it may run beside the same scenario on the
+pinned ansible-core.
+
+Longest first (from the last measured times in docs/ci.md; an unknown scenario counts as long). Each scenario's
+output goes to build/molecule/<job>.log and is printed whole when the scenario ends, so the CI log reads one
+scenario after another. The first failure stops new scenarios from starting; those already running finish (and
+take their fleets down); the exit status is 1 and the failed scenarios are named last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+# Seconds per scenario in the last full CI run alone on the machine (docs/ci.md); only the order depends on them.
+LAST_MEASURED = {
+    "deploy_bad": 600, "pm2_app": 283, "deploy": 281, "pm2_logrotate": 324, "watchdog": 245,
+    "pm2_runtime": 188, "systemd": 147, "pm2_env": 122, "import_roundtrip": 100, "fleet": 37,
+}
+UNKNOWN = 400
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Job:
+    def __init__(self, spec: str, log_dir: Path) -> None:
+        self.scenario, _, bin_dir = spec.partition("@")
+        self.bin_dir = bin_dir or None
+        self.name = self.scenario + ("@" + Path(bin_dir).parent.name if bin_dir else "")
+        self.log = log_dir / (self.name.replace("/", "_") + ".log")
+        self.seconds = 0
+        self.rc: int | None = None
+
+    @property
+    def weight(self) -> int:
+        return LAST_MEASURED.get(self.scenario, UNKNOWN)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.bin_dir:
+            env["PATH"] = self.bin_dir + os.pathsep + env["PATH"]
+            env["NODEFLEET_FLEET_PREFIX"] = env.get("NODEFLEET_FLEET_PREFIX", "") + "o"
+            ephemeral = Path(self.log.parent, "ephemeral", self.name)
+            ephemeral.mkdir(parents=True, exist_ok=True)
+            env["MOLECULE_EPHEMERAL_DIRECTORY"] = str(ephemeral)
+        return env
+
+    def run(self) -> None:
+        started = time.monotonic()
+        with self.log.open("w") as out:
+            if self.bin_dir:
+                version = subprocess.run(["ansible", "--version"], env=self.environment(), text=True,
+                                         capture_output=True, check=False).stdout.splitlines()[:1]
+                out.write(f"=== molecule scenario {self.scenario} on {' '.join(version)}\n")
+                out.flush()
+            self.rc = subprocess.run(["molecule", "test", "-s", self.scenario], cwd=ROOT, env=self.environment(),
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     check=False).returncode
+        self.seconds = round(time.monotonic() - started)
+
+
+def run_lanes(jobs: list[Job], lanes: int) -> list[Job]:
+    """Run the jobs, longest first, at most `lanes` at once; return the failed ones."""
+    pending = sorted(jobs, key=lambda job: -job.weight)
+    failed: list[Job] = []
+    lock = threading.Lock()
+
+    def lane() -> None:
+        while True:
+            with lock:
+                if failed or not pending:
+                    return
+                job = pending.pop(0)
+                print(f"=== molecule scenario {job.name} started", flush=True)
+            job.run()
+            with lock:
+                sys.stdout.write(job.log.read_text(errors="replace"))
+                outcome = "passed" if job.rc == 0 else f"FAILED (rc {job.rc})"
+                print(f"=== molecule scenario {job.name} took {job.seconds} s: {outcome}", flush=True)
+                if job.rc != 0:
+                    failed.append(job)
+
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="scenarios at once (default 2)")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / "build" / "molecule")
+    parser.add_argument("scenarios", nargs="+", metavar="SCENARIO[@BIN_DIR]")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs: must be at least 1")
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [Job(spec, args.log_dir) for spec in args.scenarios]
+    for job in jobs:
+        if not (ROOT / "molecule" / job.scenario / "molecule.yml").is_file():
+            parser.error(f"scenario {job.scenario}: no molecule/{job.scenario}/molecule.yml")
+    started = time.monotonic()
+    failed = run_lanes(jobs, args.jobs)
+    done = [job for job in jobs if job.rc is not None]
+    print(f"=== molecule: {len(done)} of {len(jobs)} scenarios ran in {round(time.monotonic() - started)} s "
+          f"({args.jobs} at once; their own times add up to {sum(job.seconds for job in done)} s)")
+    for job in sorted(done, key=lambda job: -job.seconds):
+        print(f"  {job.name}: {job.seconds} s{'' if job.rc == 0 else ' FAILED'}")
+    if failed:
+        print("molecule: FAILED: " + ", ".join(job.name for job in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
