@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Job:
     def __init__(self, spec: str, log_dir: Path) -> None:
-        self.scenario, _, bin_dir = spec.partition("@")
+        self.scenario, _at, bin_dir = spec.partition("@")
         self.bin_dir = bin_dir or None
         self.name = self.scenario + ("@" + Path(bin_dir).parent.name if bin_dir else "")
         self.log = log_dir / (self.name.replace("/", "_") + ".log")
@@ -112,7 +112,7 @@ def run_lanes(jobs: list[Job], lanes: int) -> list[Job]:
                 if job.rc != 0:
                     failed.append(job)
 
-    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    threads = [threading.Thread(target=lane) for _lane in range(lanes)]
     for thread in threads:
         thread.start()
     for thread in threads:
