@@ -36,7 +36,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
 .PHONY: bench-deploy bench-noop bench-watchdog help deps venv debian-deps collection-link lint prometheus-rules sanity units compat fleet-tests molecule \
-        molecule-oldest molecule-all test demo demo-down demo-test guides-test first-contact
+        molecule-oldest molecule-all test demo demo-down demo-test guides-test
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -126,12 +126,15 @@ molecule-oldest: deps core-venv-$(CORE_OLDEST)  ## the OLDEST_SCENARIOS with ans
 molecule-all: deps core-venv-$(CORE_OLDEST)  ## molecule and molecule-oldest in the same lanes (what make test runs)
 	$(BIN)/python tests/tools/molecule_lanes.py --jobs $(MOLECULE_JOBS) $(SCENARIOS) $(OLDEST_JOBS)
 
-# In this order; `make test` prints the wall time of each (docs/ci.md keeps the figures and the budget).
-TEST_SUITES := lint prometheus-rules sanity units compat fleet-tests molecule-all build-test first-contact
+# In this order; `make test` prints the wall time of each (docs/ci.md keeps the figures and the budget). Suites joined
+# by + run side by side, each one's output printed whole when it ends: compat is CPU alone, demo-test and guides-test
+# bring up their own fresh fleets and check what a newcomer sees, not latencies.
+TEST_SUITES := lint prometheus-rules sanity units fleet-tests molecule-all build-test compat+demo-test+guides-test
 
 test: deps  ## Everything CI runs: the TEST_SUITES in order, each timed
-	@times=""; t_all=$$(date +%s); for suite in $(TEST_SUITES); do t0=$$(date +%s); \
-	  $(MAKE) --no-print-directory $$suite || { echo "make test: $$suite FAILED"; exit 1; }; \
+	@times=""; t_all=$$(date +%s); for suite in $(TEST_SUITES); do t0=$$(date +%s); jobs=$$(echo "$$suite" | tr '+' ' '); \
+	  n=$$(echo $$jobs | wc -w); side_by_side=""; [ $$n = 1 ] || side_by_side="-j$$n --output-sync=recurse"; \
+	  $(MAKE) --no-print-directory $$side_by_side $$jobs || { echo "make test: $$suite FAILED"; exit 1; }; \
 	  times="$$times\n  $$suite: $$(( $$(date +%s) - t0 )) s"; echo -e "=== make test: wall time so far:$$times"; done; \
 	  echo -e "make test: all suites passed in $$(( $$(date +%s) - t_all )) s:$$times"
 
@@ -155,11 +158,6 @@ demo-down:  ## Remove the demo fleet
 
 demo-test: deps core-venv-$(CORE_OLDEST)  ## make demo on a fresh fleet, checked on the hosts and through the LB; a new release with ansible-core CORE_OLDEST, checked again; down
 	DEMO_FLEET=$(DEMO_TEST_FLEET) OLDEST_BIN=$(CORE_VENVS)/ansible-core-$(CORE_OLDEST)/bin tests/demo/run.sh
-
-# Both bring up their own fresh fleets and assert what a newcomer sees, not latencies: they run side by side, each
-# one's output printed whole when it ends.
-first-contact: deps core-venv-$(CORE_OLDEST)  ## demo-test and guides-test at once (what make test runs)
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse demo-test guides-test
 
 guides-test: deps  ## docs/quickstart.md (CORE_PINNED) and docs/migration.md (CORE_OLDEST) run as written, from outside the repo, each on a fresh fleet
 	$(BIN)/python tests/guides/run.py docs/quickstart.md=$(CORE_PINNED) docs/migration.md=$(CORE_OLDEST)
