@@ -220,6 +220,69 @@ def ecosystem_app(spec: Dict[str, Any], env_digest_value: Optional[str] = None, 
     return app
 
 
+# --------------------------------------------------------------------------- processes PM2 lost track of
+
+def child_pids(parent: int) -> List[int]:
+    """The processes whose parent is ``parent`` (from /proc; empty when it cannot be read)."""
+    children = []
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(')') + 2:].split()  # the command name may hold spaces and parentheses
+        if len(fields) > 1 and fields[1] == str(parent):
+            children.append(int(entry))
+    return sorted(children)
+
+
+def pm2_identity(pid: int) -> Optional[tuple]:
+    """(app name, pm_id) that PM2 gave a process it started, from the process's environment: cluster workers carry
+    pm2_env (JSON), fork-mode processes name and pm_id. None when unreadable or not started by PM2. Only these two
+    fields are kept; the rest of that environment (the app's env, secrets included) is never returned."""
+    try:
+        with open('/proc/%d/environ' % pid, 'rb') as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    found = {}
+    for item in raw.split(b'\0'):
+        key, sep, value = item.partition(b'=')
+        if sep and key in (b'pm2_env', b'name', b'pm_id'):
+            found[key] = value.decode('utf-8', 'replace')
+    if b'pm2_env' in found:
+        try:
+            pm2_env = json.loads(found[b'pm2_env'])
+        except ValueError:
+            return None
+        if isinstance(pm2_env, dict) and 'name' in pm2_env:
+            return str(pm2_env['name']), str(pm2_env.get('pm_id'))
+        return None
+    if b'name' in found and b'pm_id' in found:
+        return found[b'name'], found[b'pm_id']
+    return None
+
+
+def find_strays(first: List[int], second: List[int], listed: set, identity, names: set) -> Dict[str, List[int]]:
+    """app name -> pids of the daemon's children that run one of ``names`` but that PM2 does not list: a worker PM2
+    lost track of (pm2 issues #6129, #5389) keeps taking its share of a cluster's connections with
+    the code it started with, and `pm2 delete` never reaches it. ``first`` and ``second`` are two reads of the
+    children around the read of PM2's list (``listed``): a process forked between them is PM2's and is listed."""
+    strays: Dict[str, List[int]] = {}
+    for pid in sorted(set(first) & set(second) - set(listed)):
+        who = identity(pid)
+        if who and who[0] in names:
+            strays.setdefault(who[0], []).append(pid)
+    return strays
+
+
 # --------------------------------------------------------------------------- CLI runner
 
 # PM2 colours its errors even without a terminal; messages carry the words only.
@@ -306,6 +369,14 @@ class Pm2Runner:
         with open(lock, 'w'):
             pass
         return True
+
+    def daemon_pid(self) -> int:
+        """The PM2 daemon's pid from its pid file; 0 when there is none."""
+        try:
+            with open(os.path.join(self.pm2_home, 'pm2.pid')) as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            return 0
 
     def daemon_running(self) -> bool:
         try:

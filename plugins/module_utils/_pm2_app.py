@@ -78,6 +78,7 @@ class AppRun:
         self.plans: List[Dict[str, Any]] = []
         self.digests: Dict[str, Optional[str]] = {}
         self.status_after: Dict[str, str] = {}
+        self.strays: Dict[str, List[int]] = {}
         self.log_offsets: Dict[str, int] = {}
         self.applied_at = 0.0
         self.searched = ''
@@ -178,6 +179,10 @@ class AppRun:
         failures = self.wait(waiting)
         for supervisor in self.supervisors:
             supervisor.record(waiting)
+            self.strays.update(supervisor.stop_strays(waiting))
+        if self.strays:
+            self.module.warn('stopped processes the supervisor no longer tracked, which still ran older code of the app: %s'
+                             % '; '.join('%s: pid %s' % (n, ', '.join(map(str, p))) for n, p in sorted(self.strays.items())))
         failures = failures or self.check_health()
         if failures:
             raise failure_error(failures)
@@ -292,7 +297,9 @@ class AppRun:
 
     def result(self) -> Dict[str, Any]:
         result = self._apps_result()
-        result['changed'] = self.changed
+        result['changed'] = self.changed or bool(self.strays)
+        if self.strays:
+            result['strays'] = self.strays
         result.update(self._calls())
         if self.want_diff:
             result['diff'] = self.diff()

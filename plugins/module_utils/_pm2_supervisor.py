@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.nodefleet.pm2.plugins.module_utils._common import (
@@ -24,8 +26,11 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._common import (
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import (
     ENV_PRELOAD_JS,
     MARKER_SPEC,
+    child_pids,
     ecosystem_app,
+    find_strays,
     is_running,
+    pm2_identity,
 )
 from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_plan import plan_app
 from ansible_collections.nodefleet.pm2.plugins.module_utils._report import describe, instance_word, pm2_reasons
@@ -35,6 +40,7 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._supervisor import R
 # Actions after which the app's processes are watched until they settle.
 STARTING = {'start', 'recreate', 'reload', 'restart', 'scale'}
 NOT_RUNNING = ('errored', 'stopped', 'waiting restart')
+PM2_KILL_TIMEOUT_MS = 1600  # PM2's default kill_timeout
 
 
 def state_dir(pm2_home: str) -> str:
@@ -67,6 +73,32 @@ def read_restart_baseline(pm2_home: str) -> Dict[str, Dict[str, int]]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _running(pid: int) -> bool:
+    """True while the process exists and is not a zombie waiting for its parent."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(')') + 2:][:1] != 'Z'
+
+
+def stop_processes(pids: List[int], timeout: float) -> None:
+    """SIGINT, then SIGKILL to those still running after ``timeout`` seconds."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.time() + (timeout if sig == signal.SIGINT else 2.0)
+        while any(_running(pid) for pid in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        pids = [pid for pid in pids if _running(pid)]
+        if not pids:
+            return
 
 
 class Pm2Supervisor(Supervisor):
@@ -233,6 +265,26 @@ class Pm2Supervisor(Supervisor):
         if any(seen[pm_id][1] > entry.since[1][pm_id][1] for pm_id in seen):
             return 'restarted while settling'
         return READY if (now - entry.since[0]) * 1000 >= entry.spec['settle_time'] else None
+
+    def stop_strays(self, waited: List[Waiting]) -> Dict[str, List[int]]:
+        """Stop the workers of the apps this run (re)started that PM2 no longer lists, as PM2 stops a process (SIGINT,
+        SIGKILL after kill_timeout): until then they take their share of the app's connections with older code, and
+        a health check may reach them instead of the new workers. app name -> pids stopped."""
+        names = {e.name for e in waited if e.supervisor is self}
+        daemon = self.runner.daemon_pid() if names else 0
+        if not daemon:
+            return {}
+        first = child_pids(daemon)
+        polled = {i['pid'] for e in waited if e.supervisor is self and e.app for i in e.app['instances']}
+        if not find_strays(first, first, polled, pm2_identity, names):
+            return {}  # the usual case: no read of PM2's list beyond the wait's last one
+        listed = {i['pid'] for app in self.runner.jlist().values() for i in app['instances'] if i['pid']}
+        strays = find_strays(first, child_pids(daemon), listed, pm2_identity, names)
+        by_name = {s['name']: s for s in self.run.specs}
+        for name, pids in strays.items():
+            kill_timeout = by_name[name]['pm2'].get('kill_timeout')
+            stop_processes(pids, (PM2_KILL_TIMEOUT_MS if kill_timeout is None else kill_timeout) / 1000.0)
+        return strays
 
     def restarts_since(self, entry: Waiting, instance: Dict[str, Any]) -> int:
         count = instance['restart_time']

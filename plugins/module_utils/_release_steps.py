@@ -221,6 +221,8 @@ class ReleaseRun:
         self.seconds['apply'] = time.time() - started
         self.changed = self.changed or applied['changed']
         self.result['apps'] = self._explain(applied['apps'])
+        if applied.get('strays'):
+            self.result['strays'] = applied['strays']
         checks = self.params['health']
         started = time.time()
         health = probe_all(self.module, checks, attempts=self.params['health_attempts'], delay=self.params['health_delay'])

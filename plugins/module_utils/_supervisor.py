@@ -118,6 +118,10 @@ class Supervisor:
     def record(self, waited: List[Waiting]) -> None:
         """After the wait, failed or not: what it keeps of the processes it acted on."""
 
+    def stop_strays(self, waited: List[Waiting]) -> Dict[str, List[int]]:
+        """After the wait: stop processes of the apps it acted on that it no longer tracks; app -> pids stopped."""
+        return {}
+
     def finish(self) -> None:
         """After a successful run with changes."""
 

@@ -165,6 +165,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+strays:
+  description:
+    - Processes of an app this activation started, reloaded or restarted that PM2 no longer listed, stopped by the module
+      (SIGINT, then SIGKILL after the app's C(kill_timeout)), by app name. PM2 has lost track of cluster workers
+      (pm2 issues 6129, 5389); such a worker keeps taking its share of the app's connections with older code and
+      could answer a health check for the new release.
+    - A warning names them too.
+  returned: when there were any
+  type: dict
+  sample: {"api": [4242]}
 release:
   description: The release acted on (chosen from the history with O(rollback)).
   returned: always

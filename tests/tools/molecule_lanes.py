@@ -20,13 +20,16 @@ pinned ansible-core.
 Longest first (from the last measured times in docs/ci.md; an unknown scenario counts as long). Each scenario's
 output goes to build/molecule/<job>.log and is printed whole when the scenario ends, so the CI log reads one
 scenario after another. The first failure stops new scenarios from starting; those already running finish (and
-take their fleets down); the exit status is 1 and the failed scenarios are named last.
+take their fleets down); the exit status is 1 and the failed scenarios are named last, each with the task that failed
+and the head and tail of its message (why_failed): CI may keep only the end of a long log.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -80,6 +83,37 @@ class Job:
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      check=False).returncode
         self.seconds = round(time.monotonic() - started)
+
+
+FATAL = re.compile(r"^(?:fatal|failed): \[(?P<host>[^]]+)\](?: \(item=.*?\))?(?:: FAILED!)? => (?P<result>.*)$")
+TASK = re.compile(r"^TASK \[(?P<task>.*)\]")
+
+
+def why_failed(log: str, limit: int = 900) -> list[str]:
+    """The first failed task of a scenario log in a few short lines: its name, the host, the assertion that did not
+    hold (for asserts) and the head and tail of the message, where the figures of a failed check usually are."""
+    task = ""
+    lines = log.splitlines()
+    for number, line in enumerate(lines):
+        match = TASK.match(line)
+        if match:
+            task = match["task"]
+            continue
+        match = FATAL.match(line)
+        if not match or lines[number + 1:number + 2] == ["...ignoring"]:
+            continue
+        try:
+            result = json.loads(match["result"])
+        except ValueError:
+            result = {"msg": match["result"]}
+        message = str(result.get("msg", "")) if isinstance(result, dict) else str(result)
+        if len(message) > limit:
+            message = message[: limit * 2 // 3] + " [...] " + message[-limit // 3:]
+        why = [f"first failed task: {task} on {match['host']}"]
+        if isinstance(result, dict) and result.get("assertion"):
+            why.append(f"assertion that did not hold: {result['assertion']}")
+        return why + [f"message: {message}"]
+    return ["no failed task in the log (see the Molecule error above)"]
 
 
 def run_scenarios(jobs: list[Job], lanes: int) -> list[Job]:
@@ -141,6 +175,9 @@ def main() -> int:
     for job in sorted(done, key=lambda job: -job.seconds):
         print(f"  {job.name}: {job.seconds} s{'' if job.rc == 0 else ' FAILED'}")
     if failed:
+        for job in failed:
+            print(f"=== why {job.name} failed ({job.log}):")
+            print("\n".join("  " + line for line in why_failed(job.log.read_text(errors="replace"))), flush=True)
         print("molecule: FAILED: " + ", ".join(job.name for job in failed), file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
+import sys
 
 import pytest
 
@@ -18,11 +20,14 @@ from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2 import (
     MARKER_RELEASE,
     MARKER_SPEC,
     Pm2Runner,
+    child_pids,
     ecosystem_app,
     env_digest,
     extract_json_array,
+    find_strays,
     is_running,
     parse_jlist,
+    pm2_identity,
 )
 from ansible_collections.nodefleet.pm2.plugins.module_utils._spec import format_fingerprint, prepare_app
 
@@ -233,3 +238,53 @@ def test_private_temp_file_and_tails(tmp_path, monkeypatch):
     log.write_text('old\nnew\n')
     assert _common.read_tail(str(log), 4) == 'new\n' and _common.read_tail(str(log), 100) == 'old\nnew\n'
     assert _common.read_tail(str(tmp_path / 'missing')) == '' and _common.file_size(str(tmp_path / 'missing')) == 0
+
+
+# ----------------------------------------------------------------- workers PM2 lost track of
+
+def _sleeper(env):
+    return subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], env=env)
+
+
+def test_identity_of_a_cluster_worker_a_fork_process_and_a_stranger_read_from_their_environment():
+    worker = _sleeper({'pm2_env': json.dumps({'name': 'api', 'pm_id': '_old_0', 'env': {'API_KEY': 'hunter2'}})})
+    forked = _sleeper({'name': 'web', 'pm_id': '3', 'API_KEY': 'hunter2'})
+    stranger = _sleeper({'HOME': '/'})
+    try:
+        assert pm2_identity(worker.pid) == ('api', '_old_0')
+        assert pm2_identity(forked.pid) == ('web', '3')
+        assert pm2_identity(stranger.pid) is None
+        assert {worker.pid, forked.pid, stranger.pid} <= set(child_pids(os.getpid()))
+    finally:
+        for process in (worker, forked, stranger):
+            process.kill()
+            process.wait()
+    assert pm2_identity(worker.pid) is None  # gone
+    assert worker.pid not in child_pids(os.getpid())
+
+
+def test_strays_are_children_of_the_daemon_in_both_reads_running_an_app_acted_on_and_not_listed():
+    identity = {10: ('api', '_old_0'), 11: ('api', '1'), 12: ('api', '0'), 13: ('web', '0'),
+                14: ('pm2-logrotate', '2'), 15: None, 16: ('api', '0')}.get
+    strays = find_strays(first=[10, 11, 12, 13, 14, 15], second=[10, 11, 12, 13, 14, 15, 16], listed={11, 12},
+                         identity=identity, names={'api'})
+    # 11, 12 listed; 13 an app not acted on; 14 a module; 15 not PM2's; 16 forked between the reads.
+    assert strays == {'api': [10]}
+    assert find_strays([10], [], set(), identity, {'api'}) == {}  # exited between the reads
+
+
+def test_stop_processes_interrupts_first_and_kills_what_ignores_it():
+    from ansible_collections.nodefleet.pm2.plugins.module_utils._pm2_supervisor import stop_processes
+    polite = _sleeper({})
+    stubborn = subprocess.Popen([sys.executable, '-c', 'import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                                 'print("ready", flush=True); time.sleep(30)'], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b'ready\n'
+    try:
+        stop_processes([polite.pid, stubborn.pid], timeout=0.5)
+        assert polite.wait(timeout=1) != 0  # KeyboardInterrupt from SIGINT
+        assert stubborn.wait(timeout=1) == -9  # SIGKILL after the timeout
+    finally:
+        for process in (polite, stubborn):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

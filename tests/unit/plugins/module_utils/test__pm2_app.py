@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -306,3 +308,31 @@ def test_restart_baseline_of_other_apps_is_kept(host, app_dir):
     with open(os.path.join(host.pm2_home, 'nodefleet', 'restarts.json')) as handle:
         baseline = json.load(handle)
     assert sorted(baseline) == ['api', 'web'] and list(baseline['api'].values()) == [1]
+
+
+# ----------------------------------------------------------------- workers PM2 lost track of
+
+def test_a_worker_pm2_no_longer_lists_is_stopped_after_a_reload_and_reported(host, app_dir):
+    # The fake daemon's pid file names this test process: its children are the daemon's children.
+    run(host, apps=[web(app_dir, instances=2, exec_mode='cluster')])
+    stray = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],
+                             env={'pm2_env': json.dumps({'name': 'web', 'pm_id': '_old_0', 'env': {'API_KEY': 'hunter2'}})})
+    other_app = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], env={'name': 'worker', 'pm_id': '7'})
+    try:
+        nothing_done = run(host, apps=[web(app_dir, instances=2, exec_mode='cluster')])
+        assert 'strays' not in nothing_done and stray.poll() is None  # only apps this run (re)started are looked at
+        module = host.module(apps=[web(app_dir, instances=2, exec_mode='cluster', state='reloaded')])
+        result = run_pm2_app(module, module.params, False)
+        assert result['strays'] == {'web': [stray.pid]}
+        assert stray.wait(timeout=5) != 0
+        assert other_app.poll() is None  # another app's process is never touched
+        assert [w for w in module.warnings if 'no longer tracked' in w] == [
+            'stopped processes the supervisor no longer tracked, which still ran older code of the app: web: pid %d' % stray.pid]
+        assert 'hunter2' not in json.dumps(result)
+        again = run(host, apps=[web(app_dir, instances=2, exec_mode='cluster', state='reloaded')])
+        assert 'strays' not in again
+    finally:
+        for process in (stray, other_app):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
