@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Measurement: how often PM2 loses track of a cluster worker when a crash-looping app is reloaded onto a good release.
 
-    python3 tests/benchmarks/pm2_lost_workers.py [--cycles 100] [--pm2-version 7.0.4]
+    python3 tests/benchmarks/pm2_lost_workers.py [--cycles 100] [--pm2-version 7.0.4] [--via-module]
 
 What a failed deploy's rollback does to a cluster app whose new release crash-loops. On this machine, no fleet:
 PM2 (the version pm2_runtime pins, from npm) in a private directory and PM2_HOME, and the example app of docs/example
@@ -13,6 +13,9 @@ then the daemon's child processes that `pm2 jlist` does not list are counted (a 
 reload is one only for that moment; the count keeps those still there 2 s after the reload returned). A lost worker
 keeps answering its share of requests; the script asks the app until it has seen each one answer. Prints one line
 per cycle and the total; docs/zero-downtime.md keeps the figure. Nothing here is part of `make test`.
+
+--via-module: the reload onto the good release is `ansible localhost -m nodefleet.pm2.pm2_app` (state reloaded) of
+this checkout (build/collections, `make deps`), which stops the workers PM2 no longer lists and names them (strays).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--pm2-version", default=pinned_pm2())
+    parser.add_argument("--via-module", action="store_true", help="reload onto the good release with pm2_app")
     args = parser.parse_args()
     if not shutil.which("node") or not shutil.which("npm"):
         raise SystemExit("node and npm are needed on this machine")
@@ -85,7 +89,19 @@ def main() -> int:
     def pm2_cli(*argv: str) -> str:
         return subprocess.run([pm2, *argv], env=env, check=True, capture_output=True, text=True).stdout
 
+    def module_reload() -> list[int]:
+        module_args = json.dumps({"name": "api", "state": "reloaded", "pm2_home": env["PM2_HOME"], "executable": pm2})
+        done = subprocess.run(["ansible", "localhost", "-m", "nodefleet.pm2.pm2_app", "-a", module_args, "-o"],
+                              env=dict(env, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build/collections"),
+                                       ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false"),
+                              check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit("pm2_app failed: " + done.stdout[-2000:] + done.stderr[-2000:])
+        result = json.loads(done.stdout.split(" => ", 1)[1])
+        return (result.get("strays") or {}).get("api", [])
+
     lost: set[int] = set()
+    stopped = 0
     try:
         point("good")
         pm2_cli("start", str(ecosystem))
@@ -96,12 +112,18 @@ def main() -> int:
             pm2_cli("reload", str(ecosystem), "--only", "api")
             time.sleep(random.uniform(1.0, 3.0))
             point("good")
-            pm2_cli("reload", str(ecosystem), "--only", "api")
+            said = ""
+            if args.via_module:
+                strays = module_reload()
+                stopped += len(strays)
+                said = f"; pm2_app stopped {strays}" if strays else ""
+            else:
+                pm2_cli("reload", str(ecosystem), "--only", "api")
             time.sleep(2)
             listed = {p["pid"] for p in json.loads(pm2_cli("jlist"))}
             now_lost = children(daemon) - listed
             lost |= now_lost
-            print(f"cycle {cycle}: {len(now_lost)} workers PM2 does not list {sorted(now_lost)}", flush=True)
+            print(f"cycle {cycle}: {len(now_lost)} workers PM2 does not list {sorted(now_lost)}{said}", flush=True)
         still = {pid for pid in lost if Path(f"/proc/{pid}").exists()}
         answering = set()
         deadline = time.time() + 10
@@ -112,7 +134,8 @@ def main() -> int:
             except OSError:
                 time.sleep(0.1)
         print(f"PM2 {args.pm2_version}: {len(still)} workers lost in {args.cycles} reloads of a crash-looping cluster app "
-              f"(2 workers); {len(still & answering)} of them seen answering requests")
+              f"(2 workers); {len(still & answering)} of them seen answering requests"
+              + (f"; pm2_app stopped {stopped} it found" if args.via_module else ""))
     finally:
         subprocess.run([pm2, "kill"], env=env, check=False, capture_output=True)
         for pid in lost:

@@ -243,7 +243,12 @@ def test_private_temp_file_and_tails(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- workers PM2 lost track of
 
 def _sleeper(env):
-    return subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], env=env)
+    """A child process with this environment, returned once it runs (sys.executable may be a shim that execs the
+    interpreter: its environment is unreadable for the moment of each exec)."""
+    process = subprocess.Popen([sys.executable, '-c', 'import time; print("ready", flush=True); time.sleep(30)'],
+                               env=env, stdout=subprocess.PIPE)
+    assert process.stdout.readline() == b'ready\n'
+    return process
 
 
 def test_identity_of_a_cluster_worker_a_fork_process_and_a_stranger_read_from_their_environment():

@@ -312,12 +312,19 @@ def test_restart_baseline_of_other_apps_is_kept(host, app_dir):
 
 # ----------------------------------------------------------------- workers PM2 lost track of
 
+def _sleeper(env):
+    """A child process with this environment, returned once it runs (see test__pm2._sleeper)."""
+    process = subprocess.Popen([sys.executable, '-c', 'import time; print("ready", flush=True); time.sleep(30)'],
+                               env=env, stdout=subprocess.PIPE)
+    assert process.stdout.readline() == b'ready\n'
+    return process
+
+
 def test_a_worker_pm2_no_longer_lists_is_stopped_after_a_reload_and_reported(host, app_dir):
     # The fake daemon's pid file names this test process: its children are the daemon's children.
     run(host, apps=[web(app_dir, instances=2, exec_mode='cluster')])
-    stray = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],
-                             env={'pm2_env': json.dumps({'name': 'web', 'pm_id': '_old_0', 'env': {'API_KEY': 'hunter2'}})})
-    other_app = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], env={'name': 'worker', 'pm_id': '7'})
+    stray = _sleeper({'pm2_env': json.dumps({'name': 'web', 'pm_id': '_old_0', 'env': {'API_KEY': 'hunter2'}})})
+    other_app = _sleeper({'name': 'worker', 'pm_id': '7'})
     try:
         nothing_done = run(host, apps=[web(app_dir, instances=2, exec_mode='cluster')])
         assert 'strays' not in nothing_done and stray.poll() is None  # only apps this run (re)started are looked at
