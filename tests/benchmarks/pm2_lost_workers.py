@@ -1,7 +1,7 @@
 # Copyright: Contributors to the nodefleet.pm2 project
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Measurement: how often PM2 loses track of a cluster worker when a crash-looping app is reloaded onto a good release.
+"""Measurement: whether PM2 loses track of a cluster worker when a crash-looping app is reloaded onto a good release.
 
     python3 tests/benchmarks/pm2_lost_workers.py [--cycles 100] [--pm2-version 7.0.4] [--via-module]
 
@@ -95,13 +95,16 @@ def main() -> int:
                               env=dict(env, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build/collections"),
                                        ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false"),
                               check=False, capture_output=True, text=True)
+        result = json.loads(done.stdout.split(" => ", 1)[1]) if " => " in done.stdout else {}
         if done.returncode != 0:
-            raise SystemExit("pm2_app failed: " + done.stdout[-2000:] + done.stderr[-2000:])
-        result = json.loads(done.stdout.split(" => ", 1)[1])
+            # PM2 itself may refuse a reload of a crash-looping app ("process already online"): counted, not fatal.
+            failures.append(result.get("msg") or done.stderr[-300:])
+            print(f"  pm2_app failed: {failures[-1]}", flush=True)
         return (result.get("strays") or {}).get("api", [])
 
     lost: set[int] = set()
     stopped = 0
+    failures: list[str] = []
     try:
         point("good")
         pm2_cli("start", str(ecosystem))
@@ -135,7 +138,7 @@ def main() -> int:
                 time.sleep(0.1)
         print(f"PM2 {args.pm2_version}: {len(still)} workers lost in {args.cycles} reloads of a crash-looping cluster app "
               f"(2 workers); {len(still & answering)} of them seen answering requests"
-              + (f"; pm2_app stopped {stopped} it found" if args.via_module else ""))
+              + (f"; pm2_app stopped {stopped} it found, failed {len(failures)} times" if args.via_module else ""))
     finally:
         subprocess.run([pm2, "kill"], env=env, check=False, capture_output=True)
         for pid in lost:

@@ -89,7 +89,7 @@ FATAL = re.compile(r"^(?:fatal|failed): \[(?P<host>[^]]+)\](?: \(item=.*?\))?(?:
 TASK = re.compile(r"^TASK \[(?P<task>.*)\]")
 
 
-def why_failed(log: str, limit: int = 900) -> list[str]:
+def why_failed(log: str, limit: int = 1200) -> list[str]:
     """The first failed task of a scenario log in a few short lines: its name, the host, the assertion that did not
     hold (for asserts) and the head and tail of the message, where the figures of a failed check usually are."""
     task = ""
@@ -102,10 +102,14 @@ def why_failed(log: str, limit: int = 900) -> list[str]:
         match = FATAL.match(line)
         if not match or lines[number + 1:number + 2] == ["...ignoring"]:
             continue
+        text = match["result"]
+        if text.strip() == "{":  # the default callback prints the result as indented JSON, up to a lone "}"
+            end = next((i for i in range(number + 1, len(lines)) if lines[i] == "}"), len(lines) - 1)
+            text = "\n".join(["{"] + lines[number + 1:end + 1])
         try:
-            result = json.loads(match["result"])
+            result = json.loads(text)
         except ValueError:
-            result = {"msg": match["result"]}
+            result = {"msg": text}
         message = str(result.get("msg", "")) if isinstance(result, dict) else str(result)
         if len(message) > limit:
             message = message[: limit * 2 // 3] + " [...] " + message[-limit // 3:]
