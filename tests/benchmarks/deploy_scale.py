@@ -11,7 +11,9 @@ interleaved in the same run (ROUNDS rounds, medians, every round listed):
      (during the 3-host items, the other 9 hosts' watchdog and metrics timers are stopped: on this one machine the
      12 hosts' timers fire together, a load a 3-host fleet does not have);
   2. a one-app env change (api-gateway's LOG_LEVEL, info <-> debug) on 3 hosts, pm2_deploy_serial 1, / ping, and
-     per batch the real work vs the wall time from the run's summary.json;
+     per batch the real work vs the wall time from the run's summary.json; each round also runs the same change
+     with the deploy's two deliberate waits set to 0 (pm2_deploy_lb_grace, api-gateway's pm2.settle_time): what
+     PM2, the hosts and Ansible cost without them, for comparison;
   3. growth: a new release on 3 hosts (serial 1) vs on 12 hosts (serial 4), 3 batches each, under load through the
      LB (tests/load/loadgen.py as molecule/deploy/tasks/load.yml runs it), failed and hung (> 1 s) requests counted;
      first the same load for 60 s with nothing deploying (a control: what the machine alone does to the requests).
@@ -165,10 +167,12 @@ class Bench:
             shutil.copytree(EXAMPLE / "app", dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("node_modules", "dist"))
             (dest / "release.json").write_text(json.dumps({"version": f"{name[1:]}.0.0"}) + "\n")
         apps = yaml.safe_load((EXAMPLE / "inventory/group_vars/all/main.yml").read_text())["pm2_deploy_apps"]
-        for app in apps:
-            if app["name"] == CHANGED_APP:
-                app["env"] = dict(app["env"], LOG_LEVEL="debug")
+        changed = next(app for app in apps if app["name"] == CHANGED_APP)
+        changed["env"] = dict(changed["env"], LOG_LEVEL="debug")
         (WORK / "apps-debug.yml").write_text(yaml.safe_dump({"pm2_deploy_apps": apps}, sort_keys=False))
+        changed["env"]["LOG_LEVEL"] = "info"
+        changed["pm2"] = dict(changed["pm2"], settle_time=0)
+        (WORK / "apps-nowait.yml").write_text(yaml.safe_dump({"pm2_deploy_apps": apps}, sort_keys=False))
         site, first = ["ansible-playbook", *self.inv, EXAMPLE / "site.yml", "-l", "prod:lb"], self.deploy("prod", extra=["-e", "pm2_deploy_serial=4"])
         self.commands.update({"setup (not measured): runtime, env files, HAProxy": site,
                               "setup (not measured): release v1 on every host": first})
@@ -195,23 +199,23 @@ class Bench:
         return times
 
     def env_change(self, rounds: int) -> tuple[dict[str, list[float]], list[dict]]:
-        """Item 2: api-gateway's env changed (info -> debug, debug -> info by turns) on prod3, serial 1."""
+        """Item 2: api-gateway's env changed on prod3, serial 1, each round info -> debug as configured, then
+        debug -> info with the deliberate waits at 0 (LB grace, api-gateway's crash watch)."""
         to_debug = self.deploy("prod3", extra=["-e", f"@{WORK / 'apps-debug.yml'}"])
-        back = self.deploy("prod3")
+        nowait = self.deploy("prod3", extra=["-e", f"@{WORK / 'apps-nowait.yml'}", "-e", "pm2_deploy_lb_grace=0"])
         self.commands["env change prod3 (to debug)"] = to_debug
-        self.commands["env change prod3 (back to info)"] = back
-        times: dict[str, list[float]] = {"ping": [], "change": []}
+        self.commands["env change prod3 (back to info, deliberate waits 0)"] = nowait
+        times: dict[str, list[float]] = {"ping": [], "change": [], "nowait": []}
         batches = []
         for i in range(rounds):
-            times["ping"].append(timed(self.ping("prod3")))
-            seconds, summary = self.summarised(to_debug if i % 2 == 0 else back, "deployed", HOSTS[:3])
-            changed = {h["host"]: sorted(n for n, a in h["actions"].items() if a != "none") for h in summary["hosts"]}
-            if any(apps != [CHANGED_APP] for apps in changed.values()):
-                sys.exit(f"expected only {CHANGED_APP} to change on each host, got {changed}")
-            times["change"].append(seconds)
-            batches.append({"round": i + 1, "batches": summary["batches"]})
-        if rounds % 2:
-            self.summarised(back, "deployed", HOSTS[:3])  # back to the example's settings for what follows
+            for key, argv in (("change", to_debug), ("nowait", nowait)):
+                times["ping"].append(timed(self.ping("prod3")))
+                seconds, summary = self.summarised(argv, "deployed", HOSTS[:3])
+                changed = {h["host"]: sorted(n for n, a in h["actions"].items() if a != "none") for h in summary["hosts"]}
+                if any(apps != [CHANGED_APP] for apps in changed.values()):
+                    sys.exit(f"expected only {CHANGED_APP} to change on each host, got {changed}")
+                times[key].append(seconds)
+                batches.append({"round": i + 1, "nowait": key == "nowait", "batches": summary["batches"]})
         return times, batches
 
     def growth(self, rounds: int) -> tuple[dict, list[dict]]:
@@ -345,27 +349,36 @@ def report(args, bench: Bench, started: float, machine: MachineLoad, item1: dict
 
     times, rounds = item2
     grace, settle = safety_waits()
-    ping, change = median(times["ping"]), median(times["change"])
+    ping, change, nowait = median(times["ping"]), median(times["change"]), median(times["nowait"])
     ratio = change / ping
-    in_batches = [sum(b["wall"] for b in r["batches"]) for r in rounds]
-    work = [sum(b["work"] for b in r["batches"]) for r in rounds]
+    configured = [r for r in rounds if not r["nowait"]]
+
+    def in_batches(runs, key) -> float:
+        return median([sum(b[key] for b in r["batches"]) for r in runs])
+
     lines += ["", f"### 2. One-app env change on 3 hosts, serial 1 ({CHANGED_APP}: LOG_LEVEL info <-> debug)", "",
               "| run | median wall (s) | / ping | target | |", "|---|---|---|---|---|",
               f"| `ansible prod3 -m ping` | {ping:.2f} | 1 | | |",
               f"| env change, 3 batches of 1 host | {change:.2f} | **{ratio:.2f}x** | <= 6x "
-              f"| {check('env change / ping', ratio, 6)} |", "",
-              f"All rounds (s): ping {rounded(times['ping'])}, env change {rounded(times['change'])}. In the batches "
-              f"(median): {median(in_batches):.1f} s, of which real work {median(work):.1f} s; the rest of the run "
-              "(start-up, plan, locks, summary) takes the difference.", "",
+              f"| {check('env change / ping', ratio, 6)} |",
+              f"| the same with the deliberate waits at 0 (comparison, not a safe setting) | {nowait:.2f} "
+              f"| {nowait / ping:.2f}x | | |", "",
+              f"All rounds (s): ping {rounded(times['ping'])}, env change {rounded(times['change'])}, waits at 0 "
+              f"{rounded(times['nowait'])}. In the batches (median): {in_batches(configured, 'wall'):.1f} s, of which "
+              f"real work {in_batches(configured, 'work'):.1f} s (waits at 0: "
+              f"{in_batches([r for r in rounds if r['nowait']], 'wall'):.1f} s, of which real work "
+              f"{in_batches([r for r in rounds if r['nowait']], 'work'):.1f} s); the rest of the run (start-up, plan, "
+              "locks, summary) takes the difference.", "",
               f"Waits the deploy keeps on purpose, per batch: {grace:g} s of grace at the LB after the host's last "
               f"session (`pm2_deploy_lb_grace`) and {settle:g} s of crash watch after PM2 reports the new workers "
               f"online (`settle_time`'s default; a crash loop still returns rc 0). Over the 3 batches they alone take "
-              f"{3 * (grace + settle):g} s = **{3 * (grace + settle) / ping:.1f}x** ping.", "",
+              f"{3 * (grace + settle):g} s = **{3 * (grace + settle) / ping:.1f}x** ping. The comparison row sets both "
+              f"to 0 (`-e pm2_deploy_lb_grace=0`, `pm2: {{settle_time: 0}}` on {CHANGED_APP}).", "",
               "Per batch (summary.json: `wall` from the batch's start to its close, `work` = drain + PM2 reload + "
-              "readiness + health + re-enable of its slowest host):", "",
+              "readiness + health + re-enable of its slowest host), as configured:", "",
               "| run | batch | hosts | wall (s) | work (s) | overhead |", "|---|---|---|---|---|---|"]
-    batches = [b for r in rounds for b in r["batches"]] + [b for g in item3[1] for b in g["batches"]]
-    for r in rounds:
+    batches = [b for r in configured for b in r["batches"]] + [b for g in item3[1] for b in g["batches"]]
+    for r in configured:
         lines += batch_lines(f"env change, round {r['round']}", r["batches"])
     for g in item3[1]:
         lines += batch_lines(f"new release, {g['hosts']} hosts, round {g['round']}", g["batches"])
